@@ -44,4 +44,3 @@ func redactURL(raw string) string {
 	}
 	return u.Host + u.Path
 }
-
