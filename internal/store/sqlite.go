@@ -37,7 +37,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	dsn := "file:" + path + "?" + q.Encode()
+	dsn := "file:" + sqliteURIPath(path) + "?" + q.Encode()
 
 	write, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -77,6 +77,12 @@ func checkSQLite(ctx context.Context, db *sql.DB, path string) error {
 		return errkind.New(errkind.Invalid, "store: %s is corrupt: integrity check says %q", path, res)
 	}
 	return nil
+}
+
+// sqliteURIPath escapes path for a file: URI, in which SQLite decodes %XX
+// and ends the path at '?' or '#'.
+func sqliteURIPath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 }
 
 // sqliteReason shortens the driver's error to its message.

@@ -95,18 +95,18 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", db.classify(err))
 	}
+	done := false
 	defer func() {
-		if p := recover(); p != nil {
-			tx.Rollback()
-			panic(p)
-		}
-		if err != nil {
+		// Roll back on error, panic and runtime.Goexit alike: on SQLite a
+		// transaction left open would hold the only write connection.
+		if !done || err != nil {
 			tx.Rollback()
 		}
 	}()
 	if err = fn(tx); err != nil {
 		return err
 	}
+	done = true
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", db.classify(err))
 	}
