@@ -2,7 +2,8 @@
 // PostgreSQL database per test, dropped when the test ends.
 //
 // PostgreSQL is found at $WARDER_TEST_POSTGRES (a URL of a role allowed to
-// create databases), by default postgres://postgres@127.0.0.1:5432/postgres.
+// create databases), by default postgres://warder_test:warder_test@127.0.0.1:5432/postgres
+// (scripts/services.sh creates that role).
 // `make test` starts the local server when it is not running; a test that
 // cannot reach it fails rather than skips, so CI cannot go green without it.
 package testenv
@@ -28,7 +29,7 @@ func AdminURL() string {
 	if u := os.Getenv("WARDER_TEST_POSTGRES"); u != "" {
 		return u
 	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	return "postgres://warder_test:warder_test@127.0.0.1:5432/postgres?sslmode=disable"
 }
 
 // Backend is a way to open a fresh store for one test.

@@ -1,0 +1,226 @@
+// Package api serves Warder's JSON API under /v1/ and its metrics.
+//
+// Handlers are thin: they decode a request, call a domain package and encode
+// the answer. Errors are mapped from their errkind to an HTTP status here and
+// nowhere else; the body is always {"error":{"code":"...","message":"..."}}.
+// An internal error is logged with its request id and shown to the client
+// only as "internal error" with that id.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/barrier"
+	"github.com/warderhq/warder/internal/errkind"
+	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/operator"
+)
+
+// Config wires the API to the domain. All pointer fields are required.
+type Config struct {
+	Operator *operator.Operator
+	Barrier  *barrier.Barrier
+	Audit    *audit.Log
+	Identity *identity.Directory
+	Logger   *slog.Logger
+	// Registry receives the API's metrics and is served on /metrics.
+	Registry *prometheus.Registry
+	// MaxRequestBytes bounds every request body; 0 means 1 MiB.
+	MaxRequestBytes int64
+	// Version is reported by /v1/sys/health.
+	Version string
+	// ExposeUnsealKey lets /v1/sys/init return the unseal key file contents
+	// when asked (for `operator init --key-file`). Always true today; a
+	// field so that a hardened build can turn it off.
+	ExposeUnsealKey bool
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	cfg     Config
+	mux     *http.ServeMux
+	metrics *metrics
+}
+
+// New builds the handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Registry == nil {
+		return nil, errors.New("api: incomplete configuration")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = 1 << 20
+	}
+	m, err := newMetrics(cfg.Registry, cfg.Barrier)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: m}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	// Open routes: they work sealed and without a token.
+	s.handle("GET /v1/sys/health", s.open(s.health))
+	s.handle("GET /v1/sys/seal-status", s.open(s.sealStatus))
+	s.handle("POST /v1/sys/init", s.open(s.initialize))
+	s.handle("POST /v1/sys/unseal", s.open(s.unseal))
+
+	// Everything else needs an unsealed server and a token.
+	s.handle("POST /v1/sys/seal", s.admin(s.seal))
+	s.handle("POST /v1/sys/rotate-key", s.admin(s.rotateKey))
+	s.handle("GET /v1/audit/events", s.admin(s.auditList))
+	s.handle("GET /v1/audit/verify", s.admin(s.auditVerify))
+	s.handle("GET /v1/audit/export", s.admin(s.auditExport))
+	s.handle("GET /v1/auth/token/self", s.authed(s.tokenSelf))
+
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	s.handle("/", func(w http.ResponseWriter, r *http.Request, c *call) error {
+		return errkind.New(errkind.NotFound, "api: no such endpoint: %s %s", r.Method, r.URL.Path)
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// handlerFunc is an API handler: it returns an error instead of writing one.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
+
+// call carries what the middleware learned about a request.
+type call struct {
+	requestID string
+	source    string
+	token     identity.Token // zero on open routes
+}
+
+func (c *call) origin() operator.Origin {
+	o := operator.Origin{Source: c.source, RequestID: c.requestID}
+	if c.token.ID != "" {
+		o.Actor = c.token.Actor()
+	}
+	return o
+}
+
+func (s *Server) handle(pattern string, h handlerFunc) {
+	s.mux.Handle(pattern, s.instrument(pattern, h))
+}
+
+// writeJSON writes v with status 200.
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	return enc.Encode(v)
+}
+
+// decode reads exactly one JSON object of type T from the body, refusing
+// unknown fields, trailing data and bodies over the limit.
+func decode[T any](r *http.Request) (T, error) {
+	var v T
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return v, errkind.New(errkind.TooLarge, "api: request body larger than %d bytes", tooBig.Limit)
+		case errors.Is(err, io.EOF):
+			return v, errkind.New(errkind.Invalid, "api: request body is empty; expected a JSON object")
+		}
+		return v, errkind.New(errkind.Invalid, "api: malformed JSON body: %s", jsonReason(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return v, errkind.New(errkind.TooLarge, "api: request body larger than %d bytes", tooBig.Limit)
+		}
+		return v, errkind.New(errkind.Invalid, "api: malformed JSON body: unexpected data after the object")
+	}
+	return v, nil
+}
+
+// jsonReason keeps a decoder error's description without echoing input.
+func jsonReason(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be %s", typ.Field, typ.Type)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "not valid JSON"
+}
+
+type errorBody struct {
+	Error struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		RequestID string `json:"request_id,omitempty"`
+	} `json:"error"`
+}
+
+// status maps an error kind to its HTTP status.
+func status(k errkind.Kind) int {
+	switch k {
+	case errkind.Invalid:
+		return http.StatusBadRequest
+	case errkind.NotFound:
+		return http.StatusNotFound
+	case errkind.Unauthenticated:
+		return http.StatusUnauthorized
+	case errkind.Denied:
+		return http.StatusForbidden
+	case errkind.Conflict:
+		return http.StatusConflict
+	case errkind.Sealed, errkind.Unavailable:
+		return http.StatusServiceUnavailable
+	case errkind.TooLarge:
+		return http.StatusRequestEntityTooLarge
+	case errkind.RateLimited:
+		return http.StatusTooManyRequests
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	k := errkind.Of(err)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away
+	}
+	var body errorBody
+	body.Error.Code = k.String()
+	body.Error.RequestID = w.Header().Get("X-Request-Id")
+	if k == errkind.Other {
+		s.cfg.Logger.Error("request failed", "request_id", body.Error.RequestID, "method", r.Method, "path", r.URL.Path, "err", err)
+		body.Error.Message = "internal error; the server log has details under request id " + body.Error.RequestID
+	} else {
+		body.Error.Message = err.Error()
+	}
+	if k == errkind.Sealed {
+		body.Error.Message = "warder is sealed: unseal it with `warder operator unseal`"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status(k))
+	json.NewEncoder(w).Encode(body)
+}

@@ -1,0 +1,154 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/errkind"
+	"github.com/warderhq/warder/internal/identity"
+)
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// instrument gives every request an id, a size limit, a recover, a log line
+// and metrics, then runs h.
+func (s *Server) instrument(pattern string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		c := &call{requestID: newRequestID(), source: sourceOf(r)}
+		rw.Header().Set("X-Request-Id", c.requestID)
+		rw.Header().Set("Cache-Control", "no-store")
+		w := &statusWriter{ResponseWriter: rw}
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
+		defer func() {
+			if p := recover(); p != nil {
+				s.cfg.Logger.Error("handler panic", "request_id", c.requestID, "path", r.URL.Path, "panic", p)
+				if w.status == 0 {
+					s.writeError(w, r, errkind.New(errkind.Other, "api: panic"))
+				}
+			}
+			code := w.status
+			if code == 0 {
+				code = http.StatusOK
+			}
+			s.metrics.observe(pattern, code, time.Since(start))
+			s.cfg.Logger.Debug("request", "request_id", c.requestID, "method", r.Method, "path", r.URL.Path,
+				"status", code, "duration", time.Since(start), "source", c.source)
+		}()
+		if err := h(w, r, c); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// open runs h with no token and whatever the seal state.
+func (s *Server) open(h handlerFunc) handlerFunc { return h }
+
+// authed refuses the request when the server is sealed or no valid token
+// is presented. Every decision, allow or deny, is audited first; when the
+// audit event cannot be written the request is refused.
+func (s *Server) authed(h handlerFunc) handlerFunc {
+	return s.authorize(false, h)
+}
+
+// admin is authed, and requires a root token.
+func (s *Server) admin(h handlerFunc) handlerFunc {
+	return s.authorize(true, h)
+}
+
+func (s *Server) authorize(needRoot bool, h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, c *call) error {
+		if s.cfg.Barrier.Sealed() {
+			return errkind.New(errkind.Sealed, "api: sealed")
+		}
+		resource := r.Method + " " + r.URL.Path
+		presented, ok := bearer(r)
+		var (
+			tok identity.Token
+			err error
+		)
+		if !ok {
+			err = errkind.New(errkind.Unauthenticated, "api: missing token: send it as \"Authorization: Bearer <token>\" (WARDER_TOKEN for the CLI)")
+		} else {
+			tok, err = s.cfg.Identity.Authenticate(r.Context(), presented)
+		}
+		if err == nil && needRoot && !tok.Root {
+			err = errkind.New(errkind.Denied, "api: this operation needs an admin token")
+		}
+		ev := audit.Event{Actor: "anonymous", Action: "auth.request", Resource: resource, Outcome: audit.OutcomeAllow, Source: c.source, RequestID: c.requestID}
+		if tok.ID != "" {
+			ev.Actor = tok.Actor()
+		}
+		if err != nil {
+			if k := errkind.Of(err); k != errkind.Unauthenticated && k != errkind.Denied {
+				return err // the store failed: not a decision
+			}
+			ev.Outcome = audit.OutcomeDeny
+			ev.Details = map[string]string{"reason": errkind.Of(err).String()}
+		}
+		if _, aerr := s.cfg.Audit.Append(r.Context(), ev); aerr != nil {
+			s.cfg.Logger.Error("audit append failed; refusing request", "request_id", c.requestID, "err", aerr)
+			return errkind.New(errkind.Unavailable, "api: audit log unavailable; request refused")
+		}
+		if err != nil {
+			return err
+		}
+		c.token = tok
+		return h(w, r, c)
+	}
+}
+
+// bearer extracts the token from "Authorization: Bearer <token>".
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	const p = "Bearer "
+	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(p):]), true
+}
+
+// sourceOf is the client's IP address. Warder does not trust forwarding
+// headers: it terminates TLS itself.
+func sourceOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func newRequestID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,138 @@
+// Package cli is the warder command line: the server, dev mode and the
+// client commands, which call the API through package client.
+//
+// Commands are thin. Reading commands accept --format json|table. Errors go
+// to stderr and make the process exit non-zero (1 for a failure, 2 for a
+// usage error). Secrets are never taken from process arguments when a
+// prompt or stdin can supply them.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warderhq/warder/internal/client"
+)
+
+// Version is the build's version, set by the linker.
+var Version = "dev"
+
+// env is the process environment, read once.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	environ []string
+
+	// Client options, from flags or WARDER_ADDR / WARDER_TOKEN / WARDER_CACERT.
+	addr, token, caCert string
+	format              string
+}
+
+// usageError marks errors in how a command was called.
+type usageError struct{ error }
+
+// Main runs the command line and returns the process exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, environ: os.Environ()}
+	root := e.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var exit exitError
+	if errors.As(err, &exit) {
+		return exit.code
+	}
+	fmt.Fprintln(stderr, "Error:", err)
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") ||
+		strings.Contains(err.Error(), "flag needs an argument") || strings.Contains(err.Error(), "accepts ") {
+		return 2
+	}
+	return 1
+}
+
+// exitError ends the process with code after the command has already
+// reported what happened.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func (e *env) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "warder",
+		Short:         "Warder: privileged access management",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&e.addr, "addr", "", "server address (default $WARDER_ADDR or "+client.DefaultAddr+")")
+	pf.StringVar(&e.token, "token", "", "API token (default $WARDER_TOKEN; prefer the variable: arguments are visible to other users)")
+	pf.StringVar(&e.caCert, "ca-cert", "", "CA certificate to trust (default $WARDER_CACERT)")
+	pf.StringVar(&e.format, "format", "table", "output format: table, json, or jsonl (one JSON value per line)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if e.format != "table" && e.format != "json" && e.format != "jsonl" {
+			return usageError{fmt.Errorf("--format must be table, json or jsonl, not %q", e.format)}
+		}
+		return nil
+	}
+	root.AddCommand(e.serverCommand(), e.devCommand(), e.operatorCommand(), e.auditCommand(), e.whoamiCommand())
+	return root
+}
+
+// client builds an API client from flags and the environment.
+func (e *env) client() (*client.Client, error) {
+	cfg := client.Config{Addr: e.addr, Token: e.token, CACert: e.caCert}
+	if cfg.Addr == "" {
+		cfg.Addr = e.getenv("WARDER_ADDR")
+	}
+	if cfg.Token == "" {
+		cfg.Token = strings.TrimSpace(e.getenv("WARDER_TOKEN"))
+	}
+	if cfg.CACert == "" {
+		cfg.CACert = e.getenv("WARDER_CACERT")
+	}
+	return client.New(cfg)
+}
+
+// print writes v as JSON, or calls table to write it for people. With
+// jsonl, a slice is written one element per line.
+func (e *env) print(v any, table func(w *tabwriter.Writer)) error {
+	if e.format == "jsonl" {
+		enc := json.NewEncoder(e.stdout)
+		rv := reflect.ValueOf(v)
+		if rv.Kind() != reflect.Slice {
+			return enc.Encode(v)
+		}
+		for i := range rv.Len() {
+			if err := enc.Encode(rv.Index(i).Interface()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if e.format == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}

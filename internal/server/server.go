@@ -1,0 +1,277 @@
+// Package server is Warder's composition root: it opens the store, builds
+// every component with its dependencies, serves the API over TLS and shuts
+// down cleanly on SIGTERM.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/warderhq/warder/internal/api"
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/barrier"
+	"github.com/warderhq/warder/internal/config"
+	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/operator"
+	"github.com/warderhq/warder/internal/pki"
+	"github.com/warderhq/warder/internal/store"
+)
+
+// Server is a running Warder server.
+type Server struct {
+	cfg      config.Config
+	logger   *slog.Logger
+	db       *store.DB
+	barrier  *barrier.Barrier
+	audit    *audit.Log
+	identity *identity.Directory
+	operator *operator.Operator
+	api      *api.Server
+	tls      *tls.Config
+	caFile   string // the CA clients should trust, "" when the operator brought their own certificate
+	ln       net.Listener
+}
+
+// Options are what New needs beyond the configuration.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+}
+
+// New opens the store, migrates it and builds every component. It does not
+// listen yet. The caller must Close the server if Run is not called.
+func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: data directory: %w", err)
+	}
+	sc := store.Config{SQLitePath: cfg.SQLitePath()}
+	if cfg.UsesPostgres() {
+		sc = store.Config{PostgresURL: cfg.Storage}
+	}
+	if s.db, err = store.Open(ctx, sc); err != nil {
+		return nil, err
+	}
+	if s.barrier, err = barrier.New(ctx, barrier.Config{DB: s.db, Logger: logger.With("component", "barrier")}); err != nil {
+		return nil, err
+	}
+	if s.audit, err = audit.New(ctx, audit.Config{
+		DB:                 s.db,
+		Signer:             audit.BarrierSigner(s.barrier),
+		Logger:             logger.With("component", "audit"),
+		CheckpointInterval: cfg.CheckpointInterval,
+	}); err != nil {
+		return nil, err
+	}
+	if s.identity, err = identity.New(ctx, identity.Config{DB: s.db, Logger: logger.With("component", "identity")}); err != nil {
+		return nil, err
+	}
+	s.operator = &operator.Operator{Barrier: s.barrier, Audit: s.audit, Identity: s.identity}
+	if s.api, err = api.New(api.Config{
+		Operator:        s.operator,
+		Barrier:         s.barrier,
+		Audit:           s.audit,
+		Identity:        s.identity,
+		Logger:          logger.With("component", "api"),
+		Registry:        prometheus.NewRegistry(),
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		Version:         opts.Version,
+		ExposeUnsealKey: true,
+	}); err != nil {
+		return nil, err
+	}
+	if err := s.setupTLS(); err != nil {
+		return nil, err
+	}
+	if cfg.UnsealKeyFile != "" {
+		if err := s.autoUnseal(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// setupTLS loads the operator's certificate or generates a CA and
+// certificate in the data directory.
+func (s *Server) setupTLS() error {
+	certFile, keyFile := s.cfg.TLSCert, s.cfg.TLSKey
+	if certFile == "" {
+		host, _, _ := net.SplitHostPort(s.cfg.Listen)
+		hosts := []string{"127.0.0.1", "::1", "localhost"}
+		if host != "" && host != "0.0.0.0" && host != "::" {
+			hosts = append(hosts, host)
+		}
+		files, generated, err := pki.EnsureServerTLS(s.cfg.DataDir, hosts, time.Now())
+		if err != nil {
+			return fmt.Errorf("server: TLS: %w", err)
+		}
+		if generated {
+			s.logger.Info("generated a TLS certificate authority and server certificate; clients must trust the CA",
+				"ca_cert", files.CACert, "cert", files.Cert)
+		}
+		certFile, keyFile, s.caFile = files.Cert, files.Key, files.CACert
+	}
+	tc, err := pki.ServerTLSConfig(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("server: TLS: %w", err)
+	}
+	s.tls = tc
+	return nil
+}
+
+// autoUnseal unseals with the configured key file. A wrong or unreadable
+// key file stops the start: an operator who configured auto-unseal expects
+// an unsealed server, not a silently sealed one.
+func (s *Server) autoUnseal(ctx context.Context) error {
+	data, err := readSmallFile(s.cfg.UnsealKeyFile, 64<<10)
+	if err != nil {
+		return fmt.Errorf("server: unseal key file: %w", err)
+	}
+	st, err := s.barrier.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if !st.Initialized {
+		return fmt.Errorf("server: --unseal-key-file given but the server is not initialised; run `warder operator init --key-file` first")
+	}
+	if err := s.operator.UnsealWithKeyFile(ctx, operator.Origin{Actor: "system:auto-unseal"}, data); err != nil {
+		return fmt.Errorf("server: auto-unseal with %s: %w", s.cfg.UnsealKeyFile, err)
+	}
+	s.logger.Info("unsealed with key file", "file", s.cfg.UnsealKeyFile)
+	return nil
+}
+
+func readSmallFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	buf := make([]byte, fi.Size())
+	_, err = io.ReadFull(f, buf)
+	return buf, err
+}
+
+// Listen binds the configured address. Run serves on it.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the address the server listens on, after Listen.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the address clients use, after Listen.
+func (s *Server) URL() string { return "https://" + s.ln.Addr().String() }
+
+// CAFile is the path of the CA certificate clients must trust, or "" when
+// the operator supplied the server's certificate.
+func (s *Server) CAFile() string { return s.caFile }
+
+// Operator exposes the life-cycle operations, for dev mode.
+func (s *Server) Operator() *operator.Operator { return s.operator }
+
+// Barrier exposes the barrier, for dev mode and tests.
+func (s *Server) Barrier() *barrier.Barrier { return s.barrier }
+
+// Run serves until ctx is cancelled, then shuts down gracefully: it stops
+// accepting, lets requests in flight finish (up to the shutdown timeout),
+// drains the audit log, seals and closes the store.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	hs := &http.Server{
+		Handler:           s.api,
+		TLSConfig:         s.tls,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.barrier.Run(bg) }()
+	go func() { defer wg.Done(); s.audit.Run(bg) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(tls.NewListener(s.ln, s.tls)) }()
+	s.logger.Info("warder listening", "addr", s.URL())
+
+	var err error
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+		s.logger.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		err = hs.Shutdown(sctx)
+		cancel()
+		<-serveErr
+	}
+	stopBG()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, s.Close())
+}
+
+// Close releases everything New opened. It is safe to call more than once.
+func (s *Server) Close() error {
+	var errs []error
+	if s.audit != nil {
+		errs = append(errs, s.audit.Close())
+		s.audit = nil
+	}
+	if s.barrier != nil {
+		s.barrier.Seal()
+	}
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+		s.db = nil
+	}
+	return errors.Join(errs...)
+}
+
+// DataPath joins name to the data directory.
+func (s *Server) DataPath(name string) string { return filepath.Join(s.cfg.DataDir, name) }
