@@ -409,4 +409,3 @@ func TestBadConfigAndData(t *testing.T) {
 		t.Errorf("the corrupt database file was modified")
 	}
 }
-

@@ -28,10 +28,10 @@ var Version = "dev"
 
 // env is the process environment, read once.
 type env struct {
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+	getenv  func(string) string
 	environ []string
 
 	// Client options, from flags or WARDER_ADDR / WARDER_TOKEN / WARDER_CACERT.

@@ -133,4 +133,3 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
-

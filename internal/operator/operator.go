@@ -173,4 +173,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
-
