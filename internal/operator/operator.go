@@ -26,21 +26,8 @@ type Operator struct {
 	Identity *identity.Directory
 }
 
-// Origin says who asks, from where, in which request: it is copied into
-// every audit event the operation writes.
-type Origin struct {
-	Actor     string
-	Source    string
-	RequestID string
-}
-
-func (o Origin) event(action, outcome string, details map[string]string) audit.Event {
-	actor := o.Actor
-	if actor == "" {
-		actor = "anonymous"
-	}
-	return audit.Event{Actor: actor, Action: action, Outcome: outcome, Source: o.Source, RequestID: o.RequestID, Details: details}
-}
+// Origin says who asks, from where, in which request.
+type Origin = audit.Origin
 
 // InitRequest is what `warder operator init` asks for.
 type InitRequest struct {
@@ -68,7 +55,7 @@ func (op *Operator) Init(ctx context.Context, o Origin, req InitRequest) (InitRe
 				return err
 			}
 			token = secret
-			ev := o.event("sys.init", audit.OutcomeSuccess, map[string]string{
+			ev := o.Event("sys.init", "", audit.OutcomeSuccess, map[string]string{
 				"shares": strconv.Itoa(req.Shares), "threshold": strconv.Itoa(req.Threshold), "admin_token_id": t.ID,
 			})
 			_, err = op.Audit.AppendTx(ctx, tx, ev)
@@ -91,7 +78,7 @@ func (op *Operator) Unseal(ctx context.Context, o Origin, share string) (barrier
 		return st, err
 	}
 	details := map[string]string{"progress": strconv.Itoa(st.Progress), "threshold": strconv.Itoa(st.Threshold), "sealed": strconv.FormatBool(st.Sealed)}
-	if _, aerr := op.Audit.Append(ctx, o.event("sys.unseal", audit.OutcomeSuccess, details)); aerr != nil {
+	if _, aerr := op.Audit.Append(ctx, o.Event("sys.unseal", "", audit.OutcomeSuccess, details)); aerr != nil {
 		// Fail closed: an unseal nobody can see in the audit trail is undone.
 		if !st.Sealed {
 			op.Barrier.Seal()
@@ -110,7 +97,7 @@ func (op *Operator) UnsealWithKeyFile(ctx context.Context, o Origin, keyFile []b
 		op.recordFailure(ctx, o, "sys.unseal", err)
 		return err
 	}
-	if _, err := op.Audit.Append(ctx, o.event("sys.unseal", audit.OutcomeSuccess, map[string]string{"method": "key_file"})); err != nil {
+	if _, err := op.Audit.Append(ctx, o.Event("sys.unseal", "", audit.OutcomeSuccess, map[string]string{"method": "key_file"})); err != nil {
 		op.Barrier.Seal()
 		return auditFailed(err)
 	}
@@ -121,7 +108,7 @@ func (op *Operator) UnsealWithKeyFile(ctx context.Context, o Origin, keyFile []b
 // written the barrier is sealed anyway — sealing only ever removes access —
 // and the audit failure is returned.
 func (op *Operator) Seal(ctx context.Context, o Origin) error {
-	_, err := op.Audit.Append(ctx, o.event("sys.seal", audit.OutcomeSuccess, nil))
+	_, err := op.Audit.Append(ctx, o.Event("sys.seal", "", audit.OutcomeSuccess, nil))
 	op.Barrier.Seal()
 	if err != nil {
 		return auditFailed(err)
@@ -136,7 +123,7 @@ func (op *Operator) RotateKey(ctx context.Context, o Origin) (uint32, error) {
 		return 0, errkind.New(errkind.Sealed, "barrier: sealed")
 	}
 	// Record the intent first: if that fails, nothing changes.
-	if _, err := op.Audit.Append(ctx, o.event("sys.rotate_key", "allow", nil)); err != nil {
+	if _, err := op.Audit.Append(ctx, o.Event("sys.rotate_key", "", audit.OutcomeAllow, nil)); err != nil {
 		return 0, auditFailed(err)
 	}
 	v, err := op.Barrier.Rotate(ctx)
@@ -144,7 +131,7 @@ func (op *Operator) RotateKey(ctx context.Context, o Origin) (uint32, error) {
 		op.recordFailure(ctx, o, "sys.rotate_key", err)
 		return 0, err
 	}
-	if _, err := op.Audit.Append(ctx, o.event("sys.rotate_key", audit.OutcomeSuccess, map[string]string{"key_version": strconv.FormatUint(uint64(v), 10)})); err != nil {
+	if _, err := op.Audit.Append(ctx, o.Event("sys.rotate_key", "", audit.OutcomeSuccess, map[string]string{"key_version": strconv.FormatUint(uint64(v), 10)})); err != nil {
 		return v, auditFailed(err)
 	}
 	return v, nil
@@ -157,7 +144,7 @@ func (op *Operator) recordFailure(ctx context.Context, o Origin, action string, 
 	if k := errkind.Of(cause); k != errkind.Other {
 		details["reason"] = truncate(cause.Error(), 200)
 	}
-	op.Audit.Append(ctx, o.event(action, audit.OutcomeFailure, details))
+	op.Audit.Append(ctx, o.Event(action, "", audit.OutcomeFailure, details))
 }
 
 func auditFailed(err error) error {
