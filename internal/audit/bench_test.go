@@ -58,14 +58,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 // quick). The chain is bulk-loaded once per sub-benchmark through the same
 // insert path as Append, with real hashes that Verify recomputes.
 func BenchmarkVerify1M(b *testing.B) {
-	n := 20000
-	if s := os.Getenv("WARDER_BENCH_VERIFY_EVENTS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("WARDER_BENCH_VERIFY_EVENTS=%q is not a positive count", s)
-		}
-		n = v
-	}
+	n := verifyBenchEvents(b)
 	for _, be := range testenv.Backends() {
 		b.Run(be.Name, func(b *testing.B) {
 			ctx := context.Background()
@@ -86,6 +79,20 @@ func BenchmarkVerify1M(b *testing.B) {
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// verifyBenchEvents is the chain length for the verify benchmarks:
+// $WARDER_BENCH_VERIFY_EVENTS, default 20000.
+func verifyBenchEvents(b *testing.B) int {
+	n := 20000
+	if s := os.Getenv("WARDER_BENCH_VERIFY_EVENTS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			b.Fatalf("WARDER_BENCH_VERIFY_EVENTS=%q is not a positive count", s)
+		}
+		n = v
+	}
+	return n
 }
 
 // bulkLoad appends n valid chained events in transactions of 20000.
