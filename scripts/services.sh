@@ -50,5 +50,7 @@ postgres() {
   fi
 }
 
+# The race detector (go test -race) needs a C compiler.
+command -v gcc >/dev/null || apt_install gcc libc6-dev
 postgres
 log "PostgreSQL ready on 127.0.0.1:5432"
