@@ -87,7 +87,17 @@ func (op *Operator) Unseal(ctx context.Context, o Origin, share string) (barrier
 		}
 		return barrier.Status{}, auditFailed(aerr)
 	}
+	if !st.Sealed {
+		op.checkpoint(ctx)
+	}
 	return st, nil
+}
+
+// checkpoint signs the audit head now, so that what happened up to an
+// unseal or a seal is covered without waiting for the next interval. It is
+// best effort: the periodic checkpoint retries.
+func (op *Operator) checkpoint(ctx context.Context) {
+	op.Audit.Checkpoint(ctx)
 }
 
 // UnsealWithKeyFile unseals with the contents of an unseal key file, as the
@@ -101,6 +111,7 @@ func (op *Operator) UnsealWithKeyFile(ctx context.Context, o Origin, keyFile []b
 		op.Barrier.Seal()
 		return auditFailed(err)
 	}
+	op.checkpoint(ctx)
 	return nil
 }
 
@@ -109,6 +120,9 @@ func (op *Operator) UnsealWithKeyFile(ctx context.Context, o Origin, keyFile []b
 // and the audit failure is returned.
 func (op *Operator) Seal(ctx context.Context, o Origin) error {
 	_, err := op.Audit.Append(ctx, o.Event("sys.seal", "", audit.OutcomeSuccess, nil))
+	if err == nil {
+		op.checkpoint(ctx) // needs the keys: before sealing
+	}
 	op.Barrier.Seal()
 	if err != nil {
 		return auditFailed(err)

@@ -260,6 +260,14 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	var errs []error
 	if s.audit != nil {
+		if s.barrier != nil && !s.barrier.Sealed() {
+			// Sign the head so a clean shutdown leaves no unsigned tail.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if _, _, err := s.audit.Checkpoint(ctx); err != nil {
+				s.logger.Warn("final audit checkpoint failed", "err", err)
+			}
+			cancel()
+		}
 		errs = append(errs, s.audit.Close())
 		s.audit = nil
 	}

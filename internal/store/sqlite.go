@@ -27,6 +27,11 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		lock.Close()
 		return nil, errkind.New(errkind.Conflict, "store: %s is in use by another process", path)
 	}
+	// Create the file owner-only before SQLite does (it would use the
+	// umask); the -wal and -shm files inherit its mode.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 && fi.Size() < 512 {
 		lock.Close()
 		return nil, errkind.New(errkind.Invalid, "store: %s is truncated or not a Warder database (%d bytes)", path, fi.Size())
