@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"os"
+	_ "time/tzdata" // policies name time zones; a static binary may run where /usr/share/zoneinfo is missing
 
 	"github.com/warderhq/warder/internal/cli"
 )

@@ -55,6 +55,9 @@ type Config struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// ShutdownTimeout bounds a graceful shutdown. Default 15s; more than 0.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TimeZone is the IANA zone in which policies see context.time (hour,
+	// weekday, date). Default "UTC".
+	TimeZone string `yaml:"time_zone"`
 }
 
 // Limits on values.
@@ -77,6 +80,7 @@ func Default() Config {
 		MaxRequestBytes:    1 << 20,
 		CheckpointInterval: time.Minute,
 		ShutdownTimeout:    15 * time.Second,
+		TimeZone:           "UTC",
 	}
 }
 
@@ -116,6 +120,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.CheckpointInterval }, check: checkCheckpoint},
 	{key: "shutdown_timeout", help: `graceful shutdown timeout, a duration such as "15s"`,
 		ptr: func(c *Config) any { return &c.ShutdownTimeout }, check: checkShutdown},
+	{key: "time_zone", help: `IANA time zone for policy conditions on time, e.g. "Europe/Berlin"`,
+		ptr: func(c *Config) any { return &c.TimeZone }, check: checkTimeZone},
 }
 
 // Keys returns the configuration keys, in a stable order, for registering
@@ -331,6 +337,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("max_request_bytes", c.MaxRequestBytes),
 		slog.Duration("checkpoint_interval", c.CheckpointInterval),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("time_zone", c.TimeZone),
 	)
 }
 
@@ -401,4 +408,19 @@ func checkShutdown(c *Config) string {
 		return fmt.Sprintf("%s is not a positive duration", c.ShutdownTimeout)
 	}
 	return ""
+}
+
+func checkTimeZone(c *Config) string {
+	if _, err := c.Location(); err != nil {
+		return fmt.Sprintf("%q is not a known IANA time zone", c.TimeZone)
+	}
+	return ""
+}
+
+// Location is the time zone named by TimeZone.
+func (c Config) Location() (*time.Location, error) {
+	if c.TimeZone == "" {
+		return time.UTC, nil
+	}
+	return time.LoadLocation(c.TimeZone)
 }

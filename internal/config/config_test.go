@@ -304,3 +304,18 @@ func TestLoadWithDefaults(t *testing.T) {
 		t.Errorf("invalid defaults: err = %v, want a listen error", err)
 	}
 }
+
+func TestTimeZone(t *testing.T) {
+	c, err := Load("", []string{"WARDER_TIME_ZONE=Europe/Berlin"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, err := c.Location()
+	if err != nil || loc.String() != "Europe/Berlin" {
+		t.Fatalf("Location() = %v, %v", loc, err)
+	}
+	_, err = Load("", []string{"WARDER_TIME_ZONE=Mars/Olympus"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "time_zone") {
+		t.Fatalf("unknown zone: %v, want an error naming time_zone", err)
+	}
+}
