@@ -298,7 +298,7 @@ func TestServerSQLite(t *testing.T) {
 	for _, ev := range evs {
 		seen[ev.Action+"/"+ev.Outcome] = true
 	}
-	for _, want := range []string{"sys.init/success", "sys.unseal/success", "sys.unseal/failure", "sys.rotate_key/success", "auth.request/allow", "auth.request/deny"} {
+	for _, want := range []string{"sys.init/success", "sys.unseal/success", "sys.unseal/failure", "sys.rotate_key/success", "authz.decide/allow", "auth.request/deny"} {
 		if !seen[want] {
 			t.Errorf("no %s event in the audit trail", want)
 		}

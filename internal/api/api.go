@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/barrier"
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/identity"
@@ -33,6 +34,7 @@ type Config struct {
 	Barrier  *barrier.Barrier
 	Audit    *audit.Log
 	Identity *identity.Directory
+	Authz    *authz.Authorizer
 	Logger   *slog.Logger
 	// Registry receives the API's metrics and is served on /metrics.
 	Registry *prometheus.Registry
@@ -48,14 +50,15 @@ type Config struct {
 
 // Server is the API's http.Handler.
 type Server struct {
-	cfg     Config
-	mux     *http.ServeMux
-	metrics *metrics
+	cfg       Config
+	mux       *http.ServeMux
+	metrics   *metrics
+	routeList []Route
 }
 
 // New builds the handler.
 func New(cfg Config) (*Server, error) {
-	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Registry == nil {
+	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Authz == nil || cfg.Registry == nil {
 		return nil, errors.New("api: incomplete configuration")
 	}
 	if cfg.Logger == nil {
@@ -73,20 +76,86 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) routes() {
-	// Open routes: they work sealed and without a token.
-	s.handle("GET /v1/sys/health", s.open(s.health))
-	s.handle("GET /v1/sys/seal-status", s.open(s.sealStatus))
-	s.handle("POST /v1/sys/init", s.open(s.initialize))
-	s.handle("POST /v1/sys/unseal", s.open(s.unseal))
+// Access says what a route requires.
+type Access struct {
+	// Open routes need no token and work sealed.
+	Open bool
+	// Action, when set, is the Cedar action the caller must be allowed on
+	// System::"warder". Otherwise any valid token will do (the route acts on
+	// the caller itself).
+	Action string
+}
 
-	// Everything else needs an unsealed server and a token.
-	s.handle("POST /v1/sys/seal", s.admin(s.seal))
-	s.handle("POST /v1/sys/rotate-key", s.admin(s.rotateKey))
-	s.handle("GET /v1/audit/events", s.admin(s.auditList))
-	s.handle("GET /v1/audit/verify", s.admin(s.auditVerify))
-	s.handle("GET /v1/audit/export", s.admin(s.auditExport))
-	s.handle("GET /v1/auth/token/self", s.authed(s.tokenSelf))
+// Route is one registered endpoint.
+type Route struct {
+	Pattern string
+	Access  Access
+}
+
+// Routes lists every endpoint with what it requires, so that a test can
+// check that none is left open by accident.
+func (s *Server) Routes() []Route { return s.routeList }
+
+var (
+	open          = Access{Open: true}
+	authenticated = Access{}
+	adminOnly     = Access{Action: "admin"}
+	auditRead     = Access{Action: "audit_read"}
+)
+
+func (s *Server) routes() {
+	r := func(pattern string, a Access, h handlerFunc) {
+		s.routeList = append(s.routeList, Route{Pattern: pattern, Access: a})
+		switch {
+		case a.Open:
+		case a.Action == "":
+			h = s.authenticated(h)
+		default:
+			h = s.authorized(a.Action, h)
+		}
+		s.handle(pattern, h)
+	}
+	r("GET /v1/sys/health", open, s.health)
+	r("GET /v1/sys/seal-status", open, s.sealStatus)
+	r("POST /v1/sys/init", open, s.initialize)
+	r("POST /v1/sys/unseal", open, s.unseal)
+	r("POST /v1/sys/seal", adminOnly, s.seal)
+	r("POST /v1/sys/rotate-key", adminOnly, s.rotateKey)
+
+	r("GET /v1/audit/events", auditRead, s.auditList)
+	r("GET /v1/audit/verify", auditRead, s.auditVerify)
+	r("GET /v1/audit/export", auditRead, s.auditExport)
+
+	r("POST /v1/auth/login", open, s.login)
+	r("POST /v1/auth/machine/login", open, s.machineLogin)
+	r("GET /v1/auth/token/self", authenticated, s.tokenSelf)
+	r("POST /v1/auth/token/renew", authenticated, s.tokenRenew)
+	r("POST /v1/auth/token/revoke-self", authenticated, s.tokenRevokeSelf)
+	r("POST /v1/auth/mfa/totp/enroll", authenticated, s.totpEnroll)
+	r("POST /v1/auth/mfa/totp/confirm", authenticated, s.totpConfirm)
+
+	r("POST /v1/users", adminOnly, s.userCreate)
+	r("GET /v1/users", adminOnly, s.userList)
+	r("GET /v1/users/{name}", adminOnly, s.userShow)
+	r("POST /v1/users/{name}/disable", adminOnly, s.userDisable)
+	r("POST /v1/users/{name}/enable", adminOnly, s.userEnable)
+	r("DELETE /v1/users/{name}", adminOnly, s.userDelete)
+
+	r("POST /v1/groups", adminOnly, s.groupCreate)
+	r("GET /v1/groups", adminOnly, s.groupList)
+	r("GET /v1/groups/{name}", adminOnly, s.groupShow)
+	r("POST /v1/groups/{name}/members", adminOnly, s.groupAddMember)
+	r("DELETE /v1/groups/{name}/members/{kind}/{member}", adminOnly, s.groupRemoveMember)
+
+	r("POST /v1/machines", adminOnly, s.machineCreate)
+	r("GET /v1/machines", adminOnly, s.machineList)
+	r("POST /v1/machines/{name}/secret-ids", adminOnly, s.machineIssueSecret)
+
+	r("PUT /v1/policies/{name}", adminOnly, s.policyPut)
+	r("GET /v1/policies", adminOnly, s.policyList)
+	r("GET /v1/policies/{name}", adminOnly, s.policyShow)
+	r("DELETE /v1/policies/{name}", adminOnly, s.policyDelete)
+	r("POST /v1/policies/check", adminOnly, s.policyCheck)
 
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	s.handle("/", func(w http.ResponseWriter, r *http.Request, c *call) error {

@@ -8,9 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/errkind"
-	"github.com/warderhq/warder/internal/identity"
 )
 
 // statusWriter remembers the status a handler wrote.
@@ -68,63 +66,6 @@ func (s *Server) instrument(pattern string, h handlerFunc) http.Handler {
 			s.writeError(w, r, err)
 		}
 	})
-}
-
-// open runs h with no token and whatever the seal state.
-func (s *Server) open(h handlerFunc) handlerFunc { return h }
-
-// authed refuses the request when the server is sealed or no valid token
-// is presented. Every decision, allow or deny, is audited first; when the
-// audit event cannot be written the request is refused.
-func (s *Server) authed(h handlerFunc) handlerFunc {
-	return s.authorize(false, h)
-}
-
-// admin is authed, and requires a root token.
-func (s *Server) admin(h handlerFunc) handlerFunc {
-	return s.authorize(true, h)
-}
-
-func (s *Server) authorize(needRoot bool, h handlerFunc) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, c *call) error {
-		if s.cfg.Barrier.Sealed() {
-			return errkind.New(errkind.Sealed, "api: sealed")
-		}
-		resource := r.Method + " " + r.URL.Path
-		presented, ok := bearer(r)
-		var (
-			tok identity.Token
-			err error
-		)
-		if !ok {
-			err = errkind.New(errkind.Unauthenticated, "api: missing token: send it as \"Authorization: Bearer <token>\" (WARDER_TOKEN for the CLI)")
-		} else {
-			tok, err = s.cfg.Identity.Authenticate(r.Context(), presented)
-		}
-		if err == nil && needRoot && !tok.Root {
-			err = errkind.New(errkind.Denied, "api: this operation needs an admin token")
-		}
-		ev := audit.Event{Actor: "anonymous", Action: "auth.request", Resource: resource, Outcome: audit.OutcomeAllow, Source: c.source, RequestID: c.requestID}
-		if tok.ID != "" {
-			ev.Actor = tok.Actor()
-		}
-		if err != nil {
-			if k := errkind.Of(err); k != errkind.Unauthenticated && k != errkind.Denied {
-				return err // the store failed: not a decision
-			}
-			ev.Outcome = audit.OutcomeDeny
-			ev.Details = map[string]string{"reason": errkind.Of(err).String()}
-		}
-		if _, aerr := s.cfg.Audit.Append(r.Context(), ev); aerr != nil {
-			s.cfg.Logger.Error("audit append failed; refusing request", "request_id", c.requestID, "err", aerr)
-			return errkind.New(errkind.Unavailable, "api: audit log unavailable; request refused")
-		}
-		if err != nil {
-			return err
-		}
-		c.token = tok
-		return h(w, r, c)
-	}
 }
 
 // bearer extracts the token from "Authorization: Bearer <token>".

@@ -121,7 +121,3 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, c *call) erro
 	}
 	return writeJSON(w, RotateKeyResponse{KeyVersion: v})
 }
-
-func (s *Server) tokenSelf(w http.ResponseWriter, r *http.Request, c *call) error {
-	return writeJSON(w, c.token)
-}

@@ -162,24 +162,3 @@ func (e *env) auditExportCommand() *cobra.Command {
 	filterFlags(cmd, &fa.filter, &fa.since, &fa.until)
 	return cmd
 }
-
-func (e *env) whoamiCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "whoami",
-		Short: "Show the token the CLI is using",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			t, err := c.TokenSelf(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return e.print(t, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "Token\t%s\nSubject\t%s\nRoot\t%v\nCreated\t%s\n", t.ID, t.Subject, t.Root, t.CreatedAt.Format(time.RFC3339))
-			})
-		},
-	}
-}

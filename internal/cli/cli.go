@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/warderhq/warder/internal/cli/tokenfile"
 	"github.com/warderhq/warder/internal/client"
 )
 
@@ -37,6 +38,9 @@ type env struct {
 	// Client options, from flags or WARDER_ADDR / WARDER_TOKEN / WARDER_CACERT.
 	addr, token, caCert string
 	format              string
+
+	// tokenSource is where client() found the token it uses.
+	tokenSource tokenfile.Source
 }
 
 // usageError marks errors in how a command was called.
@@ -61,7 +65,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	fmt.Fprintln(stderr, "Error:", err)
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") ||
-		strings.Contains(err.Error(), "flag needs an argument") || strings.Contains(err.Error(), "accepts ") {
+		strings.Contains(err.Error(), "flag needs an argument") || strings.Contains(err.Error(), "accepts ") ||
+		strings.HasPrefix(err.Error(), "required flag") {
 		return 2
 	}
 	return 1
@@ -83,7 +88,7 @@ func (e *env) rootCommand() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&e.addr, "addr", "", "server address (default $WARDER_ADDR or "+client.DefaultAddr+")")
-	pf.StringVar(&e.token, "token", "", "API token (default $WARDER_TOKEN; prefer the variable: arguments are visible to other users)")
+	pf.StringVar(&e.token, "token", "", "API token (default $WARDER_TOKEN, else the token stored by \"warder login\"; prefer those: arguments are visible to other users)")
 	pf.StringVar(&e.caCert, "ca-cert", "", "CA certificate to trust (default $WARDER_CACERT)")
 	pf.StringVar(&e.format, "format", "table", "output format: table, json, or jsonl (one JSON value per line)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
@@ -92,23 +97,46 @@ func (e *env) rootCommand() *cobra.Command {
 		}
 		return nil
 	}
-	root.AddCommand(e.serverCommand(), e.devCommand(), e.operatorCommand(), e.auditCommand(), e.whoamiCommand())
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(e.serverCommand(), e.devCommand(), e.operatorCommand(), e.auditCommand(),
+		e.loginCommand(), e.logoutCommand(), e.whoamiCommand(), e.tokenCommand(), e.mfaCommand(),
+		e.userCommand(), e.groupCommand(), e.machineCommand(), e.policyCommand())
 	return root
 }
 
-// client builds an API client from flags and the environment.
+// client builds an API client from flags and the environment. Its token is
+// --token, else $WARDER_TOKEN, else the token file of `warder login`.
 func (e *env) client() (*client.Client, error) {
-	cfg := client.Config{Addr: e.addr, Token: e.token, CACert: e.caCert}
+	tok, src, err := tokenfile.Resolve(e.token, e.getenv("WARDER_TOKEN"), func() (string, error) {
+		s, err := e.tokenStore()
+		if err != nil {
+			return "", nil // no configuration directory: no stored token
+		}
+		return s.Load()
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.tokenSource = src
+	return e.clientWithToken(tok)
+}
+
+// clientWithToken builds an API client presenting token ("" for none).
+func (e *env) clientWithToken(token string) (*client.Client, error) {
+	cfg := client.Config{Addr: e.addr, Token: token, CACert: e.caCert}
 	if cfg.Addr == "" {
 		cfg.Addr = e.getenv("WARDER_ADDR")
-	}
-	if cfg.Token == "" {
-		cfg.Token = strings.TrimSpace(e.getenv("WARDER_TOKEN"))
 	}
 	if cfg.CACert == "" {
 		cfg.CACert = e.getenv("WARDER_CACERT")
 	}
 	return client.New(cfg)
+}
+
+// tokenStore is the token file in the CLI's configuration directory.
+func (e *env) tokenStore() (tokenfile.Store, error) {
+	dir, err := tokenfile.DefaultDir(e.getenv)
+	return tokenfile.Store{Dir: dir}, err
 }
 
 // print writes v as JSON, or calls table to write it for people. With

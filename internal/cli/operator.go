@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/barrier"
+	"github.com/warderhq/warder/internal/client"
 )
 
 func (e *env) operatorCommand() *cobra.Command {
@@ -52,7 +52,7 @@ automated unsealing with "warder server --unseal-key-file PATH".`,
 				}
 				defer kf.Close()
 			}
-			res, err := c.Init(cmd.Context(), api.InitRequest{Shares: shares, Threshold: threshold, KeyFile: keyFile != ""})
+			res, err := c.Init(cmd.Context(), client.InitRequest{Shares: shares, Threshold: threshold, KeyFile: keyFile != ""})
 			if err != nil {
 				if kf != nil {
 					kf.Close()

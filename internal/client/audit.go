@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/audit"
 )
 
@@ -46,7 +45,9 @@ func (f AuditFilter) query() url.Values {
 
 // AuditList returns one page of events in ascending order.
 func (c *Client) AuditList(ctx context.Context, f AuditFilter) ([]audit.Event, error) {
-	var res api.AuditListResponse
+	var res struct {
+		Events []audit.Event `json:"events"`
+	}
 	err := c.do(ctx, http.MethodGet, "/v1/audit/events", f.query(), nil, &res)
 	return res.Events, err
 }

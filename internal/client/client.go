@@ -70,9 +70,6 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.RequestID != "" && e.Code == "internal" {
-		return e.Message
-	}
 	return e.Message
 }
 
@@ -109,8 +106,15 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 }
 
 func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) (*http.Response, error) {
+	// path is already escaped (segments go through url.PathEscape), so it
+	// sets RawPath; Path is its decoded form.
 	u := *c.base
-	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + path
+	p, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return nil, fmt.Errorf("client: bad path %q: %w", path, err)
+	}
+	u.Path = p
 	u.RawQuery = query.Encode()
 	var body io.Reader
 	if in != nil {

@@ -29,6 +29,12 @@ type Operator struct {
 // Origin says who asks, from where, in which request.
 type Origin = audit.Origin
 
+// The bootstrap identity created by Init.
+const (
+	BootstrapUser = "admin"
+	AdminGroup    = "admins"
+)
+
 // InitRequest is what `warder operator init` asks for.
 type InitRequest struct {
 	Shares    int
@@ -50,7 +56,20 @@ func (op *Operator) Init(ctx context.Context, o Origin, req InitRequest) (InitRe
 		Shares:    req.Shares,
 		Threshold: req.Threshold,
 		InTx: func(ctx context.Context, tx *sql.Tx) error {
-			secret, t, err := op.Identity.IssueTx(ctx, tx, identity.TokenSpec{Subject: "admin", Root: true})
+			// The bootstrap administrator: user admin in group admins,
+			// which the built-in policy lets administer everything.
+			if _, err := op.Identity.CreateUserTx(ctx, tx, o, identity.UserSpec{Name: BootstrapUser, DisplayName: "Bootstrap administrator"}); err != nil {
+				return err
+			}
+			if _, err := op.Identity.CreateGroupTx(ctx, tx, o, AdminGroup, "Administrators: the built-in policy lets them administer everything"); err != nil {
+				return err
+			}
+			if err := op.Identity.AddMemberTx(ctx, tx, o, AdminGroup, identity.Member{Kind: "user", Name: BootstrapUser}); err != nil {
+				return err
+			}
+			secret, t, err := op.Identity.IssueTx(ctx, tx, identity.TokenSpec{
+				Principal: identity.Principal{Kind: identity.KindUser, Name: BootstrapUser}, Bootstrap: true,
+			})
 			if err != nil {
 				return err
 			}

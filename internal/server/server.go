@@ -21,6 +21,7 @@ import (
 
 	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/barrier"
 	"github.com/warderhq/warder/internal/config"
 	"github.com/warderhq/warder/internal/identity"
@@ -37,6 +38,7 @@ type Server struct {
 	barrier  *barrier.Barrier
 	audit    *audit.Log
 	identity *identity.Directory
+	authz    *authz.Authorizer
 	operator *operator.Operator
 	api      *api.Server
 	tls      *tls.Config
@@ -88,7 +90,19 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}); err != nil {
 		return nil, err
 	}
-	if s.identity, err = identity.New(ctx, identity.Config{DB: s.db, Logger: logger.With("component", "identity")}); err != nil {
+	if s.identity, err = identity.New(ctx, identity.Config{
+		DB: s.db, Audit: s.audit, Barrier: s.barrier, Logger: logger.With("component", "identity"),
+	}); err != nil {
+		return nil, err
+	}
+	s.barrier.Register("identity", s.identity)
+	loc, err := cfg.Location()
+	if err != nil {
+		return nil, fmt.Errorf("server: time zone: %w", err)
+	}
+	if s.authz, err = authz.New(ctx, authz.Config{
+		DB: s.db, Audit: s.audit, Entities: entities{s.identity}, Logger: logger.With("component", "authz"), Location: loc,
+	}); err != nil {
 		return nil, err
 	}
 	s.operator = &operator.Operator{Barrier: s.barrier, Audit: s.audit, Identity: s.identity}
@@ -97,6 +111,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		Barrier:         s.barrier,
 		Audit:           s.audit,
 		Identity:        s.identity,
+		Authz:           s.authz,
 		Logger:          logger.With("component", "api"),
 		Registry:        prometheus.NewRegistry(),
 		MaxRequestBytes: cfg.MaxRequestBytes,

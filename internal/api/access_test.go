@@ -1,0 +1,182 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/identity"
+)
+
+// endpoint describes how to call one route successfully. Every route the
+// API registers must have an entry: a new endpoint fails this test until
+// its access rules are written down here.
+type endpoint struct {
+	// request returns the path and body of a call that succeeds for an
+	// authorised caller; n is unique per call, for names.
+	request func(f *fixture, t *testing.T, n int) (path, body string)
+	// ok is the status of the authorised call.
+	ok int
+}
+
+var seq atomic.Int64
+
+func uniq() int { return int(seq.Add(1)) }
+
+// mkUser creates a user directly in the directory and returns its name.
+func mkUser(f *fixture, t *testing.T, n int) string {
+	t.Helper()
+	name := fmt.Sprintf("victim%d", n)
+	if _, err := f.id.CreateUser(context.Background(), audit.Origin{Actor: "test"}, identity.UserSpec{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func mkGroup(f *fixture, t *testing.T, n int) string {
+	t.Helper()
+	name := fmt.Sprintf("g%d", n)
+	if _, err := f.id.CreateGroup(context.Background(), audit.Origin{Actor: "test"}, name, ""); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func fixed(path, body string) func(*fixture, *testing.T, int) (string, string) {
+	return func(*fixture, *testing.T, int) (string, string) { return path, body }
+}
+
+var endpoints = map[string]endpoint{
+	"GET /v1/sys/health":      {fixed("/v1/sys/health", ""), 200},
+	"GET /v1/sys/seal-status": {fixed("/v1/sys/seal-status", ""), 200},
+	"POST /v1/sys/init":       {fixed("/v1/sys/init", `{"shares":1,"threshold":1}`), 409}, // open, but refused once initialised
+	"POST /v1/sys/unseal":     {fixed("/v1/sys/unseal", `{"reset":true}`), 200},
+	"POST /v1/sys/seal":       {nil, 200}, // checked last, separately
+	"POST /v1/sys/rotate-key": {fixed("/v1/sys/rotate-key", ""), 200},
+
+	"GET /v1/audit/events": {fixed("/v1/audit/events", ""), 200},
+	"GET /v1/audit/verify": {fixed("/v1/audit/verify", ""), 200},
+	"GET /v1/audit/export": {fixed("/v1/audit/export", ""), 200},
+
+	"POST /v1/auth/login":             {fixed("/v1/auth/login", `{"user":"bob","password":"correct horse battery"}`), 200},
+	"POST /v1/auth/machine/login":     {fixed("/v1/auth/machine/login", `{"role_id":"nope","secret_id":"nope"}`), 401}, // open; bad credentials
+	"GET /v1/auth/token/self":         {fixed("/v1/auth/token/self", ""), 200},
+	"POST /v1/auth/token/renew":       {fixed("/v1/auth/token/renew", ""), 200},
+	"POST /v1/auth/token/revoke-self": {fixed("/v1/auth/token/revoke-self", ""), 204},
+	"POST /v1/auth/mfa/totp/enroll":   {fixed("/v1/auth/mfa/totp/enroll", ""), 200},
+	"POST /v1/auth/mfa/totp/confirm":  {fixed("/v1/auth/mfa/totp/confirm", `{"code":"000000"}`), 400}, // authenticated; no enrolment pending
+	"POST /v1/users": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/users", fmt.Sprintf(`{"name":"new%d"}`, n)
+	}, 200},
+	"GET /v1/users":        {fixed("/v1/users", ""), 200},
+	"GET /v1/users/{name}": {fixed("/v1/users/bob", ""), 200},
+	"POST /v1/users/{name}/disable": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/users/" + mkUser(f, t, n) + "/disable", ""
+	}, 200},
+	"POST /v1/users/{name}/enable": {fixed("/v1/users/bob/enable", ""), 200},
+	"DELETE /v1/users/{name}":      {func(f *fixture, t *testing.T, n int) (string, string) { return "/v1/users/" + mkUser(f, t, n), "" }, 204},
+	"POST /v1/groups": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/groups", fmt.Sprintf(`{"name":"grp%d"}`, n)
+	}, 200},
+	"GET /v1/groups":        {fixed("/v1/groups", ""), 200},
+	"GET /v1/groups/{name}": {fixed("/v1/groups/admins", ""), 200},
+	"POST /v1/groups/{name}/members": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/groups/" + mkGroup(f, t, n) + "/members", `{"kind":"user","name":"bob"}`
+	}, 200},
+	"DELETE /v1/groups/{name}/members/{kind}/{member}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		g := mkGroup(f, t, n)
+		if err := f.id.AddMember(context.Background(), audit.Origin{Actor: "test"}, g, identity.Member{Kind: "user", Name: "bob"}); err != nil {
+			t.Fatal(err)
+		}
+		return "/v1/groups/" + g + "/members/user/bob", ""
+	}, 200},
+	"POST /v1/machines": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/machines", fmt.Sprintf(`{"name":"m%d"}`, n)
+	}, 200},
+	"GET /v1/machines": {fixed("/v1/machines", ""), 200},
+	"POST /v1/machines/{name}/secret-ids": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name := fmt.Sprintf("ci%d", n)
+		if _, err := f.id.CreateMachine(context.Background(), audit.Origin{Actor: "test"}, identity.MachineSpec{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		return "/v1/machines/" + name + "/secret-ids", `{"uses":1}`
+	}, 200},
+	"PUT /v1/policies/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return fmt.Sprintf("/v1/policies/p%d", n), `{"text":"permit(principal == User::\"bob\", action == Action::\"audit_read\", resource);"}`
+	}, 200},
+	"GET /v1/policies":        {fixed("/v1/policies", ""), 200},
+	"GET /v1/policies/{name}": {fixed("/v1/policies/admins", ""), 200},
+	"DELETE /v1/policies/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name := fmt.Sprintf("d%d", n)
+		if _, err := f.authz.Put(context.Background(), audit.Origin{Actor: "test"}, name, `forbid(principal == User::"nobody", action, resource);`); err != nil {
+			t.Fatal(err)
+		}
+		return "/v1/policies/" + name, ""
+	}, 204},
+	"POST /v1/policies/check": {fixed("/v1/policies/check", `{"principal":"User::\"bob\"","action":"checkout","resource":"Account::\"pg/postgres\""}`), 200},
+}
+
+// TestEndpointAccess calls every endpoint unauthenticated, authenticated
+// without permission, and authorised, and checks 401 / 403 / success, so
+// that no endpoint is left open by accident.
+func TestEndpointAccess(t *testing.T) {
+	f := newFixture(t)
+	admin := f.initAndUnseal(t)
+	ctx := context.Background()
+	if _, err := f.id.CreateUser(ctx, audit.Origin{Actor: "test"}, identity.UserSpec{Name: "bob", Password: []byte("correct horse battery")}); err != nil {
+		t.Fatal(err)
+	}
+
+	routes := f.api.Routes()
+	seen := map[string]bool{}
+	for _, rt := range routes {
+		seen[rt.Pattern] = true
+		ep, ok := endpoints[rt.Pattern]
+		if !ok {
+			t.Errorf("route %s has no entry in the access table", rt.Pattern)
+			continue
+		}
+		if rt.Pattern == "POST /v1/sys/seal" {
+			continue
+		}
+		method, _, _ := strings.Cut(rt.Pattern, " ")
+		t.Run(rt.Pattern, func(t *testing.T) {
+			if !rt.Access.Open {
+				path, body := ep.request(f, t, uniq())
+				wantError(t, f.do(t, method, path, "", body), 401, "unauthenticated")
+				bob := f.login(t, "bob", "correct horse battery")
+				if rt.Access.Action != "" {
+					path, body = ep.request(f, t, uniq())
+					wantError(t, f.do(t, method, path, bob, body), 403, "denied")
+				}
+			}
+			// Authorised: admin routes with the admin token; self-service
+			// routes with bob's own fresh token.
+			token := admin
+			if !rt.Access.Open && rt.Access.Action == "" {
+				token = f.login(t, "bob", "correct horse battery")
+			}
+			path, body := ep.request(f, t, uniq())
+			if r := f.do(t, method, path, token, body); r.status != ep.ok {
+				t.Errorf("authorised %s %s: %d %s, want %d", method, path, r.status, r.body, ep.ok)
+			}
+		})
+	}
+	for p := range endpoints {
+		if !seen[p] {
+			t.Errorf("access table names %s, which the API does not register", p)
+		}
+	}
+
+	// Seal last: bob may not, the admin may.
+	bob := f.login(t, "bob", "correct horse battery")
+	wantError(t, f.do(t, "POST", "/v1/sys/seal", "", ""), 401, "unauthenticated")
+	wantError(t, f.do(t, "POST", "/v1/sys/seal", bob, ""), 403, "denied")
+	if r := f.do(t, "POST", "/v1/sys/seal", admin, ""); r.status != http.StatusOK {
+		t.Errorf("admin seal: %d %s", r.status, r.body)
+	}
+}

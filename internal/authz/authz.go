@@ -1,0 +1,330 @@
+// Package authz makes every access decision in Warder: may this principal
+// do this action on this resource, in this context?
+//
+// Decisions are made by Cedar policies (https://docs.cedarpolicy.com)
+// written against the schema in schema.cedarschema, with Cedar's semantics:
+// deny unless some permit matches; any matching forbid overrides every
+// permit; a policy whose evaluation errors is skipped (and reported). The
+// entities of a request come from an EntityResolver; the context is computed
+// from Context (see there).
+//
+// Policies are stored in the database under names, each holding one or
+// more statements; they are validated against the schema before they are
+// stored. A new database gets one built-in policy, "admins", which lets
+// members of Group::"admins" do everything; nothing else is allowed until
+// granted.
+//
+// Authorize, the decision a capability acts on, writes every decision to the
+// audit log and fails closed if it cannot. Check evaluates without auditing.
+//
+// # Several servers
+//
+// Servers sharing a PostgreSQL database see each other's policy changes:
+// every change increments a version counter in the database, and an
+// Authorizer compares it with the version it loaded at most once per
+// Config.ReloadInterval, during a Check or Authorize, reloading the
+// policies when it changed. A change made through an Authorizer is seen by
+// that Authorizer at once.
+package authz
+
+import (
+	"context"
+	"io"
+	"iter"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cedar "github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/types"
+
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/errkind"
+	"github.com/warderhq/warder/internal/store"
+)
+
+// Config configures an Authorizer. New does not modify it.
+type Config struct {
+	// DB stores the policies. Required.
+	DB *store.DB
+	// Audit receives a record of every decision Authorize makes and every
+	// policy change. Required.
+	Audit *audit.Log
+	// Entities resolves the parents (and optionally attributes) of
+	// principals and resources. Required.
+	Entities EntityResolver
+	// Logger receives operational logs. Nil: discard.
+	Logger *slog.Logger
+	// Now is the clock, for context.time, MFA age and reload pacing.
+	// Nil: time.Now.
+	Now func() time.Time
+	// Location is the zone of context.time. Nil: UTC.
+	Location *time.Location
+	// ReloadInterval is the least time between two checks of the database
+	// for policy changes made by other servers. Zero: 1 second.
+	ReloadInterval time.Duration
+}
+
+// Request asks whether Principal may do Action on Resource.
+type Request struct {
+	Principal UID    // User or Machine
+	Action    string // an Action constant: "checkout"
+	Resource  UID
+	Context   Context
+}
+
+// Decision is the answer to a Request.
+type Decision struct {
+	Allow    bool   `json:"-"`
+	Decision string `json:"decision"` // "allow" or "deny"
+	// Policies holds the ids of the policies that determined the decision,
+	// sorted: the permits that matched when allowed, the forbids that
+	// matched when denied by a forbid; empty (never nil) when denied because
+	// nothing permitted.
+	Policies []string `json:"policies"`
+	// Errors holds "id: message" for each policy whose evaluation failed;
+	// such a policy is skipped.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// deny is the Decision returned with an error.
+func deny() Decision { return Decision{Decision: "deny", Policies: []string{}} }
+
+// Authorizer evaluates requests against the stored policies. It is safe for
+// concurrent use.
+type Authorizer struct {
+	db       *store.DB
+	audit    *audit.Log
+	resolver EntityResolver
+	logger   *slog.Logger
+	now      func() time.Time
+	loc      *time.Location
+	interval time.Duration
+	model    *model
+
+	set       atomic.Pointer[policySet]    // the policies in force; replaced whole by Reload
+	lastCheck atomic.Int64                 // a.now() in Unix ns of the last version check
+	loadMu    sync.Mutex                   // serialises load, so sets replace each other in version order
+	minute    atomic.Pointer[minuteRecord] // context.time of the latest minute asked for
+}
+
+// minuteRecord is context.time for the minute starting at unix (seconds).
+type minuteRecord struct {
+	unix int64
+	rec  types.Record
+}
+
+// timeRecord returns context.time for now, reusing the record of the
+// minute last asked for: it changes once a minute.
+func (a *Authorizer) timeRecord(now time.Time) types.Record {
+	t := now.In(a.loc)
+	_, off := t.Zone()
+	// Minutes of local time: zone offsets are whole minutes since 1972.
+	key := (t.Unix() + int64(off)) / 60
+	if m := a.minute.Load(); m != nil && m.unix == key {
+		return m.rec
+	}
+	rec := timeRecord(t)
+	a.minute.Store(&minuteRecord{unix: key, rec: rec})
+	return rec
+}
+
+// policySet is an immutable snapshot of the stored policies.
+type policySet struct {
+	version int64                // the database's version counter when read
+	files   map[string]storedSet // by policy name
+	all     []compiled           // every statement, for evaluating without the index
+	index   index
+}
+
+type storedSet struct {
+	version  int64 // the row's version
+	policies []compiled
+}
+
+// New migrates the policy table, installs the built-in policies in an empty
+// database and loads the policies.
+func New(ctx context.Context, cfg Config) (*Authorizer, error) {
+	switch {
+	case cfg.DB == nil:
+		return nil, errkind.New(errkind.Invalid, "authz: no database configured")
+	case cfg.Audit == nil:
+		return nil, errkind.New(errkind.Invalid, "authz: no audit log configured")
+	case cfg.Entities == nil:
+		return nil, errkind.New(errkind.Invalid, "authz: no entity resolver configured")
+	case cfg.ReloadInterval < 0:
+		return nil, errkind.New(errkind.Invalid, "authz: negative reload interval")
+	}
+	m, err := newModel()
+	if err != nil {
+		return nil, err
+	}
+	a := &Authorizer{
+		db: cfg.DB, audit: cfg.Audit, resolver: cfg.Entities, logger: cfg.Logger,
+		now: cfg.Now, loc: cfg.Location, interval: cfg.ReloadInterval, model: m,
+	}
+	if a.logger == nil {
+		a.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.loc == nil {
+		a.loc = time.UTC
+	}
+	if a.interval == 0 {
+		a.interval = time.Second
+	}
+	if err := a.migrate(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.installDefaults(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Check evaluates req without auditing it: for `warder policy check`, whose
+// caller audits the call itself. An error (errkind.Invalid for a request
+// the schema does not admit; the resolver's error) comes with a deny.
+func (a *Authorizer) Check(ctx context.Context, req Request) (Decision, error) {
+	a.maybeReload(ctx)
+	return a.evaluate(ctx, req, a.set.Load(), false)
+}
+
+// Authorize evaluates req and writes the decision to the audit log (action
+// "authz.decide", resource req.Resource, outcome allow or deny, details
+// action, principal, via and the deciding policy ids). It returns an
+// allowing Decision only once the event is committed: if the audit log
+// cannot take it, the error is errkind.Unavailable and the Decision denies.
+// Evaluation errors are returned as by Check, unaudited.
+func (a *Authorizer) Authorize(ctx context.Context, o audit.Origin, req Request) (Decision, error) {
+	a.maybeReload(ctx)
+	d, err := a.evaluate(ctx, req, a.set.Load(), false)
+	if err != nil {
+		return d, err
+	}
+	outcome := audit.OutcomeDeny
+	if d.Allow {
+		outcome = audit.OutcomeAllow
+	}
+	via := req.Context.Via
+	if via == "" {
+		via = ViaAPI
+	}
+	details := map[string]string{
+		"action":    req.Action,
+		"principal": req.Principal.String(),
+		"policies":  joinClipped(d.Policies, audit.MaxFieldBytes),
+		"via":       via,
+	}
+	if len(d.Errors) > 0 {
+		details["errors"] = strconv.Itoa(len(d.Errors))
+	}
+	if _, err := a.audit.Append(ctx, o.Event("authz.decide", req.Resource.String(), outcome, details)); err != nil {
+		return deny(), errkind.New(errkind.Unavailable, "authz: audit decision: %w", err)
+	}
+	return d, nil
+}
+
+// evaluate decides req against s; full evaluates every policy instead of
+// the index's candidates (for tests).
+func (a *Authorizer) evaluate(ctx context.Context, req Request, s *policySet, full bool) (Decision, error) {
+	act, err := a.model.checkRequest(req)
+	if err != nil {
+		return deny(), err
+	}
+	now := a.now()
+	rec, err := a.model.record(req.Context, now, a.timeRecord(now))
+	if err != nil {
+		return deny(), err
+	}
+	ents := &entities{r: a.resolver}
+	pAll, err := ents.load(ctx, 0, req.Principal)
+	if err != nil {
+		return deny(), err
+	}
+	rAll, err := ents.load(ctx, 1, req.Resource)
+	if err != nil {
+		return deny(), err
+	}
+	creq := cedar.Request{Principal: pAll[0], Action: act.uid, Resource: rAll[0], Context: rec}
+	var policies cedar.PolicyIterator = s.index.candidates(act.uid, pAll, rAll)
+	if full {
+		policies = fullSet(s.all)
+	}
+	dec, diag := cedar.Authorize(policies, ents, creq)
+	d := Decision{Allow: dec == cedar.Allow, Decision: "deny", Policies: make([]string, 0, len(diag.Reasons))}
+	if d.Allow {
+		d.Decision = "allow"
+	}
+	for _, r := range diag.Reasons {
+		d.Policies = append(d.Policies, string(r.PolicyID))
+	}
+	for _, e := range diag.Errors {
+		d.Errors = append(d.Errors, string(e.PolicyID)+": "+e.Message)
+	}
+	slices.Sort(d.Policies)
+	slices.Sort(d.Errors)
+	return d, nil
+}
+
+// fullSet iterates over every policy.
+type fullSet []compiled
+
+func (f fullSet) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for _, c := range f {
+			if !yield(c.id, c.policy) {
+				return
+			}
+		}
+	}
+}
+
+// maybeReload checks the database's policy version if ReloadInterval has
+// passed since the last check, and reloads when it changed. One caller at a
+// time checks; the others go on with the policies in force. A failure is
+// logged and the policies in force stay; the next check retries.
+func (a *Authorizer) maybeReload(ctx context.Context) {
+	now := a.now().UnixNano()
+	last := a.lastCheck.Load()
+	if now-last < int64(a.interval) && now >= last {
+		return
+	}
+	if !a.lastCheck.CompareAndSwap(last, now) {
+		return
+	}
+	if err := a.Reload(ctx); err != nil {
+		a.logger.Warn("authz: policy reload failed; keeping the loaded policies", "err", err)
+	}
+}
+
+// joinClipped joins ids with commas into at most limit bytes, ending with
+// "...(+N)" when some are left out.
+func joinClipped(ids []string, limit int) string {
+	s := strings.Join(ids, ",")
+	if len(s) <= limit {
+		return s
+	}
+	var b strings.Builder
+	for i, id := range ids {
+		tail := "...(+" + strconv.Itoa(len(ids)-i) + ")"
+		if b.Len()+len(id)+1+len(tail)+16 > limit {
+			b.WriteString(tail)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(id)
+	}
+	return b.String()
+}

@@ -1,0 +1,224 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warderhq/warder/internal/cli/tokenfile"
+	"github.com/warderhq/warder/internal/client"
+)
+
+func (e *env) loginCommand() *cobra.Command {
+	var (
+		user, totp    string
+		passwordStdin bool
+	)
+	cmd := &cobra.Command{
+		Use:   "login",
+		Short: "Log in as a user and store the token for the commands that follow",
+		Long: `Log in as a user. The password is read from a prompt without echo, or
+from stdin with --password-stdin; it is never taken as an argument. A user
+with TOTP enrolled is asked for a code (or a recovery code) on the terminal,
+or gives it with --totp.
+
+The token is stored in $WARDER_CONFIG_DIR/token (default: the "warder"
+directory under the user's configuration directory), mode 0600. Commands
+use --token first, then $WARDER_TOKEN, then this file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if user == "" {
+				return usageError{errors.New("--user is required")}
+			}
+			store, err := e.tokenStore()
+			if err != nil {
+				return err
+			}
+			fd, tty := e.stdinTerminal()
+			var password string
+			switch {
+			case passwordStdin:
+				password, err = e.readStdinSecret("password")
+			case tty:
+				password, err = e.promptHidden(fd, "Password for "+user+": ")
+			default:
+				return usageError{errors.New("stdin is not a terminal to prompt for the password: pipe it in with --password-stdin")}
+			}
+			if err != nil {
+				return err
+			}
+			c, err := e.clientWithToken("")
+			if err != nil {
+				return err
+			}
+			req := client.LoginRequest{User: user, Password: password, TOTP: totp}
+			res, err := c.Login(cmd.Context(), req)
+			if client.IsTOTPRequired(err) && totp == "" {
+				if !tty || passwordStdin {
+					return fmt.Errorf("%w: give the code with --totp", err)
+				}
+				if req.TOTP, err = e.promptLine("TOTP code (or a recovery code): "); err != nil {
+					return err
+				}
+				res, err = c.Login(cmd.Context(), req)
+			}
+			if err != nil {
+				return err
+			}
+			if err := store.Save(res.Token); err != nil {
+				return err
+			}
+			if e.token != "" || e.getenv("WARDER_TOKEN") != "" {
+				fmt.Fprintln(e.stderr, "Note: --token or WARDER_TOKEN is set and takes precedence over the stored token.")
+			}
+			t := res.TokenInfo
+			return e.print(t, func(w *tabwriter.Writer) {
+				mfa := ""
+				if t.MFA {
+					mfa = " with MFA"
+				}
+				fmt.Fprintf(w, "Logged in as %s%s. Token %s stored in %s", t.Principal, mfa, t.ID, store.Path())
+				if !t.ExpiresAt.IsZero() {
+					fmt.Fprintf(w, "; it expires at %s", t.ExpiresAt.Local().Format(time.RFC3339))
+				}
+				fmt.Fprintln(w, ".")
+			})
+		},
+	}
+	cmd.Flags().StringVar(&user, "user", "", "user name (required)")
+	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin")
+	cmd.Flags().StringVar(&totp, "totp", "", "TOTP code (or recovery code), when the user has TOTP enrolled")
+	return cmd
+}
+
+func (e *env) logoutCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Revoke the token in use and remove the stored token file",
+		Long: `Revoke the token the CLI is using on the server. When it came from the
+token file of "warder login", the file is removed too (even when the
+server no longer knew the token). A token from --token or WARDER_TOKEN is
+revoked and the file left alone.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			out := struct {
+				Revoked bool `json:"revoked"`
+				Removed bool `json:"token_file_removed"`
+			}{}
+			if e.tokenSource == tokenfile.None {
+				fmt.Fprintln(e.stderr, "Not logged in: no token to revoke.")
+				return e.print(out, func(w *tabwriter.Writer) {})
+			}
+			err = c.RevokeSelf(cmd.Context())
+			switch {
+			case err == nil:
+				out.Revoked = true
+			case e.tokenSource == tokenfile.FromFile && client.IsCode(err, "unauthenticated"):
+				// Expired or already revoked: forgetting it is all that is left.
+			default:
+				return err
+			}
+			if e.tokenSource == tokenfile.FromFile {
+				store, err := e.tokenStore()
+				if err != nil {
+					return err
+				}
+				if out.Removed, err = store.Remove(); err != nil {
+					return err
+				}
+			}
+			return e.print(out, func(w *tabwriter.Writer) {
+				switch {
+				case out.Revoked && out.Removed:
+					fmt.Fprintln(w, "Logged out: token revoked and token file removed.")
+				case out.Removed:
+					fmt.Fprintln(w, "Logged out: the stored token was no longer valid; token file removed.")
+				default:
+					fmt.Fprintf(w, "Revoked the token from %s.\n", e.tokenSource)
+				}
+			})
+		},
+	}
+}
+
+func (e *env) whoamiCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "whoami",
+		Short: "Show the token the CLI is using and whom it speaks for",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.TokenSelf(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.printTokenInfo(t)
+		},
+	}
+}
+
+func (e *env) printTokenInfo(t client.TokenInfo) error {
+	return e.print(t, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "Token\t%s\n", t.ID)
+		fmt.Fprintf(w, "Principal\t%s\n", t.Principal)
+		if t.MFA {
+			fmt.Fprintf(w, "MFA\tyes, at %s\n", when(t.MFAAt))
+		} else {
+			fmt.Fprintln(w, "MFA\tno")
+		}
+		fmt.Fprintf(w, "Created\t%s\n", when(t.CreatedAt))
+		if t.ExpiresAt.IsZero() {
+			fmt.Fprintln(w, "Expires\tnever")
+		} else {
+			fmt.Fprintf(w, "Expires\t%s\n", when(t.ExpiresAt))
+		}
+		if !t.MaxExpiresAt.IsZero() {
+			fmt.Fprintf(w, "Renewable until\t%s\n", when(t.MaxExpiresAt))
+		}
+		if t.Bootstrap {
+			fmt.Fprintln(w, "Bootstrap\tyes (made by operator init)")
+		}
+		if e.tokenSource != tokenfile.None {
+			fmt.Fprintf(w, "Source\t%s\n", e.tokenSource)
+		}
+	})
+}
+
+// when formats a time for tables; "-" for the zero time.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+func (e *env) tokenCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage the token the CLI is using"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "renew",
+		Short: "Extend the token's lifetime, up to its maximum",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.RenewToken(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.printTokenInfo(t)
+		},
+	})
+	return cmd
+}

@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warderhq/warder/internal/client"
+)
+
+func (e *env) userCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Short: "Manage users: people who log in with a password and TOTP"}
+	cmd.AddCommand(e.userCreateCommand(), e.userListCommand(), e.userShowCommand(),
+		e.userActionCommand("disable", "Disable a user and revoke all of their tokens", (*client.Client).DisableUser),
+		e.userActionCommand("enable", "Let a disabled user log in again", (*client.Client).EnableUser),
+		e.userDeleteCommand())
+	return cmd
+}
+
+func (e *env) userCreateCommand() *cobra.Command {
+	var (
+		u             client.NewUser
+		passwordStdin bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a user",
+		Long: `Create a user. With --password-stdin the password is read from stdin
+(never from an argument); without it, the user has no password and cannot
+log in yet.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			u.Name = args[0]
+			if passwordStdin {
+				var err error
+				if u.Password, err = e.readStdinSecret("password"); err != nil {
+					return err
+				}
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			user, err := c.CreateUser(cmd.Context(), u)
+			if err != nil {
+				return err
+			}
+			return e.printUser(user)
+		},
+	}
+	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the user's password from stdin")
+	cmd.Flags().StringVar(&u.Email, "email", "", "e-mail address")
+	cmd.Flags().StringVar(&u.DisplayName, "display-name", "", "name to display, such as \"Alice Liddell\"")
+	return cmd
+}
+
+func (e *env) userListCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List users",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			users, err := c.Users(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if users == nil {
+				users = []client.User{}
+			}
+			return e.print(users, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "NAME\tSTATUS\tPASSWORD\tMFA\tEMAIL\tDISPLAY NAME")
+				for _, u := range users {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, u.Status, yesNo(u.HasPassword), yesNo(u.MFAEnrolled), dash(u.Email), dash(u.DisplayName))
+				}
+			})
+		},
+	}
+}
+
+func (e *env) userShowCommand() *cobra.Command {
+	return e.userActionCommand("show", "Show a user", (*client.Client).User)
+}
+
+// userActionCommand is a command NAME that calls do and prints the user.
+func (e *env) userActionCommand(use, short string, do func(*client.Client, context.Context, string) (client.User, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " NAME",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			u, err := do(c, cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return e.printUser(u)
+		},
+	}
+}
+
+func (e *env) userDeleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a user and revoke all of their tokens",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return e.printDeleted("user", args[0])
+		},
+	}
+}
+
+func (e *env) printUser(u client.User) error {
+	return e.print(u, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "Name\t%s\n", u.Name)
+		fmt.Fprintf(w, "Display name\t%s\n", dash(u.DisplayName))
+		fmt.Fprintf(w, "Email\t%s\n", dash(u.Email))
+		fmt.Fprintf(w, "Status\t%s\n", u.Status)
+		fmt.Fprintf(w, "Password\t%s\n", yesNo(u.HasPassword))
+		fmt.Fprintf(w, "MFA enrolled\t%s\n", yesNo(u.MFAEnrolled))
+		fmt.Fprintf(w, "Created\t%s\n", when(u.CreatedAt))
+		fmt.Fprintf(w, "Updated\t%s\n", when(u.UpdatedAt))
+	})
+}
+
+// printDeleted reports a deletion: {"deleted": "<kind>", "name": ...} in JSON.
+func (e *env) printDeleted(kind, name string) error {
+	return e.print(struct {
+		Deleted string `json:"deleted"`
+		Name    string `json:"name"`
+	}{kind, name}, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "Deleted %s %s.\n", kind, name)
+	})
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

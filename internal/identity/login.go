@@ -1,0 +1,269 @@
+package identity
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/errkind"
+	"github.com/warderhq/warder/internal/store"
+)
+
+// LoginRequest is a user's login attempt.
+type LoginRequest struct {
+	User     string
+	Password []byte
+	TOTP     string     // a TOTP code, or a recovery code; needed once TOTP is enrolled
+	Source   netip.Addr // the client's address, for the per-source rate limit
+}
+
+// Errors of Login and LoginMachine.
+var (
+	// ErrBadCredentials is the one answer for an unknown user, a wrong
+	// password, a disabled user and a user without a password.
+	ErrBadCredentials = errkind.New(errkind.Unauthenticated, "identity: invalid username or password")
+	// ErrMFARequired is returned, only after the password was verified,
+	// when the user has TOTP enrolled and no code was given.
+	ErrMFARequired = errkind.New(errkind.Unauthenticated, "identity: a TOTP code is required")
+	// ErrBadMFACode is returned, only after the password was verified, for
+	// a wrong, reused or expired TOTP code or recovery code.
+	ErrBadMFACode = errkind.New(errkind.Unauthenticated, "identity: invalid TOTP code or recovery code")
+	// ErrRateLimited is returned while the user is locked out after too
+	// many consecutive failures, or the source address has failed too often.
+	ErrRateLimited = errkind.New(errkind.RateLimited, "identity: too many failed attempts; try again later")
+)
+
+// loginUser is what Login reads of a user before verifying the password.
+type loginUser struct {
+	exists      bool
+	status      string
+	hash        string
+	lockedUntil time.Time
+}
+
+// Login checks a user's password (Argon2id) and, once TOTP is enrolled, a
+// TOTP code or recovery code, and issues a token of UserTokenTTL,
+// renewable up to UserTokenMaxTTL. Every attempt is audited ("auth.login",
+// allow or deny, with a reason; never the password or code).
+//
+// Work and answer do not depend on whether the user exists: an unknown
+// user's password is checked against a dummy hash, and every failure before
+// the password is verified is ErrBadCredentials. MaxFailures consecutive
+// failures (wrong password or code) lock the user out for LockoutDuration
+// ("auth.lockout"); SourceBurst failures (of any kind) from one source make
+// it wait (also "auth.lockout" when it happens). Both then return
+// ErrRateLimited without checking the password. A TOTP code is accepted
+// once: a code of the same or an earlier step than the last one accepted is
+// refused. A successful login clears the failure count, and rehashes the
+// password if its stored Argon2id parameters are not the current ones.
+func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest) (string, Token, error) {
+	now := d.now()
+	if !d.limiter.allowed(req.Source, now) {
+		return "", Token{}, d.loginFailed(ctx, o, req, "user", "rate_limited", false, ErrRateLimited)
+	}
+	u, err := d.readLoginUser(ctx, req.User)
+	if err != nil {
+		return "", Token{}, err
+	}
+	resource := "user" // the name is recorded only if it exists: it may be a mistyped password
+	if u.exists {
+		resource = "user:" + req.User
+	}
+	if u.exists && now.Before(u.lockedUntil) {
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "locked", false, ErrRateLimited)
+	}
+	ok, rehash, err := d.verify(ctx, u.hash, req.Password)
+	if err != nil {
+		return "", Token{}, err
+	}
+	switch {
+	case !u.exists:
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "unknown_user", false, ErrBadCredentials)
+	case u.status != StatusActive:
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "disabled", false, ErrBadCredentials)
+	case u.hash == "":
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "no_password", false, ErrBadCredentials)
+	case !ok:
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "bad_password", true, ErrBadCredentials)
+	}
+
+	// The password is right.
+	tr, err := d.readTOTP(ctx, d.db, req.User)
+	if err != nil {
+		return "", Token{}, err
+	}
+	defer clear(tr.secret)
+	mfa := tr.secret != nil && tr.confirmed
+	if mfa && strings.TrimSpace(req.TOTP) == "" {
+		return "", Token{}, d.loginDenied(ctx, o, resource, "mfa_required", ErrMFARequired)
+	}
+	var step int64
+	var totpOK bool
+	if mfa {
+		step, totpOK = matchTOTP(tr.secret, req.TOTP, now, tr.lastStep)
+	}
+	newHash := ""
+	if rehash {
+		if newHash, err = d.hash(ctx, req.Password); err != nil {
+			return "", Token{}, err
+		}
+	}
+
+	var (
+		presented string
+		tok       Token
+		failure   error
+	)
+	p := Principal{KindUser, req.User}
+	err = d.db.InTx(ctx, func(tx *sql.Tx) error {
+		failure = nil
+		method := "password"
+		var mfaAt time.Time
+		if mfa {
+			used, err := d.spendSecondFactor(ctx, tx, req.User, req.TOTP, tr.version, step, totpOK)
+			if err != nil {
+				return err
+			}
+			if !used {
+				failure = ErrBadMFACode
+				return d.loginFailedTx(ctx, tx, o, req, resource, "bad_code", true, now)
+			}
+			method, mfaAt = "password+totp", now
+			if !totpOK {
+				method = "password+recovery_code"
+			}
+		}
+		set, args := `failures = 0, locked_until = 0`, []any{req.User, u.hash, store.Micros(now)}
+		if newHash != "" {
+			set, args = set+`, password_hash = $4`, append(args, newHash)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE identity_users SET `+set+`
+			WHERE name = $1 AND status = 'active' AND password_hash = $2 AND locked_until <= $3`, args...)
+		if err != nil {
+			return fmt.Errorf("identity: record login: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 { // disabled, locked or password changed meanwhile
+			failure = ErrBadCredentials
+			return d.loginFailedTx(ctx, tx, o, req, resource, "changed", false, now)
+		}
+		presented, tok, err = d.IssueTx(ctx, tx, TokenSpec{Principal: p, TTL: d.cfg.UserTokenTTL, MaxTTL: d.cfg.UserTokenMaxTTL, MFAAt: mfaAt})
+		if err != nil {
+			return err
+		}
+		details := map[string]string{"method": method, "token": tok.ID}
+		if newHash != "" {
+			details["password_rehashed"] = "true"
+		}
+		oo := o
+		oo.Actor = p.Actor()
+		return d.appendTx(ctx, tx, oo.Event("auth.login", resource, audit.OutcomeAllow, details))
+	})
+	switch {
+	case err != nil:
+		return "", Token{}, err
+	case failure != nil:
+		return "", Token{}, failure
+	}
+	return presented, tok, nil
+}
+
+// spendSecondFactor consumes the TOTP step matched before the transaction
+// (totpOK), or else a recovery code, in tx; it reports whether one was
+// spent. The conditional updates make a concurrent replay fail.
+func (d *Directory) spendSecondFactor(ctx context.Context, tx *sql.Tx, user, code string, version, step int64, totpOK bool) (bool, error) {
+	if !totpOK {
+		return d.useRecoveryCodeTx(ctx, tx, user, code)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE identity_totp SET last_step = $1
+		WHERE user_name = $2 AND version = $3 AND confirmed = $4 AND last_step < $1`, step, user, version, true)
+	if err != nil {
+		return false, fmt.Errorf("identity: record TOTP step: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// readLoginUser reads what Login needs of user; a name that is not valid
+// reads as an unknown user.
+func (d *Directory) readLoginUser(ctx context.Context, user string) (loginUser, error) {
+	if !validName(user) {
+		return loginUser{}, nil
+	}
+	var u loginUser
+	var locked int64
+	err := d.db.QueryRowContext(ctx, `SELECT status, password_hash, locked_until FROM identity_users WHERE name = $1`, user).
+		Scan(&u.status, &u.hash, &locked)
+	if errNoRows(err) {
+		return loginUser{}, nil
+	}
+	if err != nil {
+		return loginUser{}, fmt.Errorf("identity: read user: %w", err)
+	}
+	u.exists, u.lockedUntil = true, store.FromMicros(locked)
+	return u, nil
+}
+
+// loginDenied audits a denied attempt that is not a failure (a missing
+// second factor) and returns ret.
+func (d *Directory) loginDenied(ctx context.Context, o audit.Origin, resource, reason string, ret error) error {
+	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
+		return d.appendTx(ctx, tx, o.Event("auth.login", resource, audit.OutcomeDeny, map[string]string{"reason": reason}))
+	})
+	if err != nil {
+		return err
+	}
+	return ret
+}
+
+// loginFailed records a failed attempt in a transaction of its own and
+// returns ret (or the store's error).
+func (d *Directory) loginFailed(ctx context.Context, o audit.Origin, req LoginRequest, resource, reason string, countUser bool, ret error) error {
+	now := d.now()
+	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
+		return d.loginFailedTx(ctx, tx, o, req, resource, reason, countUser, now)
+	})
+	if err != nil {
+		return err
+	}
+	return ret
+}
+
+// loginFailedTx records a failed attempt in tx: when countUser the user's
+// consecutive failure (and their lockout), the source's failure (and its
+// lockout; attempts refused by the source limit itself are not counted),
+// and the audit events. The audit chain lock is taken last, as in every
+// transaction of this package, so that transactions on one user cannot
+// deadlock.
+func (d *Directory) loginFailedTx(ctx context.Context, tx *sql.Tx, o audit.Origin, req LoginRequest, resource, reason string, countUser bool, now time.Time) error {
+	var events []audit.Event
+	if countUser {
+		var n int
+		err := tx.QueryRowContext(ctx, `UPDATE identity_users SET failures = failures + 1 WHERE name = $1 RETURNING failures`, req.User).Scan(&n)
+		if err != nil && !errNoRows(err) { // no row: deleted meanwhile, nothing to count
+			return fmt.Errorf("identity: count failed login: %w", err)
+		}
+		if err == nil && n >= d.cfg.MaxFailures {
+			until := now.Add(d.cfg.LockoutDuration)
+			if _, err := tx.ExecContext(ctx, `UPDATE identity_users SET failures = 0, locked_until = $1 WHERE name = $2`, store.Micros(until), req.User); err != nil {
+				return fmt.Errorf("identity: lock user: %w", err)
+			}
+			events = append(events, o.Event("auth.lockout", "user:"+req.User, audit.OutcomeDeny,
+				map[string]string{"scope": "user", "failures": fmt.Sprint(n), "until": until.UTC().Format(time.RFC3339)}))
+		}
+	}
+	if reason != "rate_limited" && d.limiter.fail(req.Source, now) {
+		events = append(events, o.Event("auth.lockout", "source:"+sourceKey(req.Source), audit.OutcomeDeny,
+			map[string]string{"scope": "source"}))
+	}
+	events = append([]audit.Event{o.Event("auth.login", resource, audit.OutcomeDeny, map[string]string{"reason": reason})}, events...)
+	for _, ev := range events {
+		if err := d.appendTx(ctx, tx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
