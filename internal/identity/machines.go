@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -25,6 +26,17 @@ type Machine struct {
 	TokenTTL    time.Duration `json:"token_ttl"`
 	TokenMaxTTL time.Duration `json:"token_max_ttl"`
 	CreatedAt   time.Time     `json:"created_at"`
+}
+
+// MarshalJSON writes the TTLs as Go durations ("20m0s"), as the API
+// documents, rather than nanoseconds.
+func (m Machine) MarshalJSON() ([]byte, error) {
+	type plain Machine
+	return json.Marshal(struct {
+		plain
+		TokenTTL    string `json:"token_ttl"`
+		TokenMaxTTL string `json:"token_max_ttl"`
+	}{plain(m), m.TokenTTL.String(), m.TokenMaxTTL.String()})
 }
 
 // MachineSpec describes a new machine.

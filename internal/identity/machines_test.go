@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"sync"
@@ -228,5 +229,15 @@ func TestSingleUseSecretIDConcurrent(t *testing.T) {
 	var tokens int
 	if err := e1.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_tokens WHERE principal_name = 'ci'`).Scan(&tokens); err != nil || tokens != 10 {
 		t.Errorf("%d tokens issued, %v; want 10", tokens, err)
+	}
+}
+
+func TestMachineJSON(t *testing.T) {
+	b, err := json.Marshal(Machine{Name: "ci", RoleID: "r", TokenTTL: 20 * time.Minute, TokenMaxTTL: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"token_ttl":"20m0s"`) || !strings.Contains(string(b), `"token_max_ttl":"24h0m0s"`) || !strings.Contains(string(b), `"name":"ci"`) {
+		t.Errorf("Machine JSON = %s", b)
 	}
 }
