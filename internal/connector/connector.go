@@ -131,3 +131,29 @@ func (r Registry) For(kind string) (Connector, error) {
 	}
 	return c, nil
 }
+
+// Dependent is a file on a target that holds a copy of an account's
+// credential and must learn the new one when it rotates, e.g. an
+// application's env file, optionally followed by a restart command.
+type Dependent struct {
+	// Path is the file's absolute path on the target.
+	Path string
+	// Match selects the line to replace (a Go regular expression), e.g.
+	// `^DATABASE_PASSWORD=`. The first matching line is replaced; when none
+	// matches, the line is appended.
+	Match string
+	// Line is the new line, already rendered with the new credential.
+	// It is secret.
+	Line string
+	// Restart, if set, is a command run after the file was replaced, e.g.
+	// "systemctl restart app". Its output is not logged (it may echo the
+	// file).
+	Restart string
+}
+
+// DependentUpdater is implemented by connectors that can update a
+// dependent on their kind of target (linux). The file is replaced
+// atomically, keeping its owner and mode.
+type DependentUpdater interface {
+	UpdateDependent(ctx context.Context, t Target, as Login, d Dependent) error
+}

@@ -19,12 +19,41 @@
 //     same query: the very next request with any of its tokens is refused.
 //   - Failed logins cost the same work whether or not the user exists, and
 //     return the same error (ErrBadCredentials, ErrMachineCredentials).
+//   - Lockout does not depend on whether the user exists either: see below.
+//
+// # Lockout
+//
+// Login keeps one lockout count per user name, for every name alike, in
+// table identity_login_failures: a failure with an unknown name, a disabled
+// user or one without a password counts exactly like a wrong password or
+// code of an active user, and MaxFailures of them lock the name, which then
+// gets ErrRateLimited (and its "auth.lockout" event) whether or not it
+// names a user. Otherwise the lockout itself would tell which names exist.
+// There is no lockout state on identity_users: one table for every name is
+// simpler than two, and leaves nothing to keep consistent when a user is
+// created, disabled or deleted.
+//
+// A row is keyed by the barrier's HMAC-SHA256 of the name (Cipher.MAC,
+// purpose "identity.login_name"), not by the name or a plain hash of it: a
+// name may be a mistyped password, and an unkeyed hash could be reversed by
+// guessing. Login therefore needs the barrier unsealed (as do SetPassword
+// and EnableUser, which clear the lockout of their user). A successful
+// login deletes its row, in its transaction, unless the name is locked;
+// then it is refused, even with the right password. Audit events and logs
+// name only existing users, never an unknown name.
+//
+// The table is bounded by the names that failed recently: a failure more
+// than LockoutDuration after the name's previous one starts the count
+// again, so a row whose lock has ended and whose last failure is older than
+// that means nothing, and each failed login deletes a few such rows after
+// it commits.
 //
 // # Key rotation
 //
 // TOTP secrets are the only ciphertext identity stores (table identity_totp).
 // *Directory implements barrier.Rewrapper: the server registers it with
-// barrier.Register("identity.totp", dir).
+// barrier.Register("identity.totp", dir). The MAC key of lockouts derives
+// from the root key, which rotation keeps, so they need no rewrap.
 package identity
 
 import (
@@ -53,10 +82,14 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
-// Cipher encrypts and decrypts records; *barrier.Barrier implements it.
+// Cipher encrypts and decrypts records, and computes keyed MACs;
+// *barrier.Barrier implements it. Each method fails while sealed.
 type Cipher interface {
 	Encrypt(ctx context.Context, aad barrier.AAD, plaintext []byte) ([]byte, error)
 	Decrypt(ctx context.Context, aad barrier.AAD, ciphertext []byte) ([]byte, error)
+	// MAC returns HMAC-SHA256 of msg under a key for purpose that does not
+	// change when data keys rotate.
+	MAC(ctx context.Context, purpose string, msg []byte) ([]byte, error)
 }
 
 // Config configures a Directory. New does not modify it.
@@ -66,7 +99,8 @@ type Config struct {
 	// Audit receives an event for every state change and login attempt,
 	// appended in the transaction of the change. Required.
 	Audit *audit.Log
-	// Barrier encrypts TOTP secrets. Required.
+	// Barrier encrypts TOTP secrets and keys lockouts by user name.
+	// Required.
 	Barrier Cipher
 	// Logger receives operational logs, never secrets. Nil: discard.
 	Logger *slog.Logger
@@ -80,11 +114,14 @@ type Config struct {
 	// It must not be less than UserTokenTTL.
 	UserTokenMaxTTL time.Duration
 
-	// MaxFailures consecutive failed logins of one user (wrong password or
-	// wrong code) lock that user for LockoutDuration. The count is kept in
+	// MaxFailures consecutive failed logins with one user name (whether or
+	// not a user of that name exists, is active or has a password; wrong
+	// password or wrong code) lock that name for LockoutDuration. Failures
+	// more than LockoutDuration apart do not add up. The count is kept in
 	// the database, so it holds across processes. Zero: 5.
 	MaxFailures int
-	// LockoutDuration is how long a lockout lasts. Zero: 15m.
+	// LockoutDuration is how long a lockout lasts, and how long a failure
+	// counts towards one. Zero: 15m.
 	LockoutDuration time.Duration
 
 	// SourceRate is the rate, in failed logins per second, at which each
