@@ -10,7 +10,6 @@ import (
 
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/errkind"
-	"github.com/warderhq/warder/internal/store"
 )
 
 // LoginRequest is a user's login attempt.
@@ -32,17 +31,17 @@ var (
 	// ErrBadMFACode is returned, only after the password was verified, for
 	// a wrong, reused or expired TOTP code or recovery code.
 	ErrBadMFACode = errkind.New(errkind.Unauthenticated, "identity: invalid TOTP code or recovery code")
-	// ErrRateLimited is returned while the user is locked out after too
-	// many consecutive failures, or the source address has failed too often.
+	// ErrRateLimited is returned while the user name (whether or not it
+	// names a user) is locked out after too many consecutive failures, or
+	// the source address has failed too often.
 	ErrRateLimited = errkind.New(errkind.RateLimited, "identity: too many failed attempts; try again later")
 )
 
 // loginUser is what Login reads of a user before verifying the password.
 type loginUser struct {
-	exists      bool
-	status      string
-	hash        string
-	lockedUntil time.Time
+	exists bool
+	status string
+	hash   string
 }
 
 // Login checks a user's password (Argon2id) and, once TOTP is enrolled, a
@@ -50,20 +49,26 @@ type loginUser struct {
 // renewable up to UserTokenMaxTTL. Every attempt is audited ("auth.login",
 // allow or deny, with a reason; never the password or code).
 //
-// Work and answer do not depend on whether the user exists: an unknown
-// user's password is checked against a dummy hash, and every failure before
-// the password is verified is ErrBadCredentials. MaxFailures consecutive
-// failures (wrong password or code) lock the user out for LockoutDuration
-// ("auth.lockout"); SourceBurst failures (of any kind) from one source make
-// it wait (also "auth.lockout" when it happens). Both then return
-// ErrRateLimited without checking the password. A TOTP code is accepted
-// once: a code of the same or an earlier step than the last one accepted is
-// refused. A successful login clears the failure count, and rehashes the
-// password if its stored Argon2id parameters are not the current ones.
+// Work, answer and lockout do not depend on whether the user exists: an
+// unknown user's password is checked against a dummy hash, every failure
+// before the password is verified is ErrBadCredentials, and MaxFailures
+// consecutive failures with one name (unknown user, disabled user, user
+// without a password, wrong password or code) lock that name out for
+// LockoutDuration ("auth.lockout"; see the package doc). SourceBurst
+// failures (of any kind) from one source make it wait (also "auth.lockout"
+// when it happens). Both then return ErrRateLimited without checking the
+// password. A TOTP code is accepted once: a code of the same or an earlier
+// step than the last one accepted is refused. A successful login clears the
+// name's failure count, and rehashes the password if its stored Argon2id
+// parameters are not the current ones. Login needs the barrier unsealed.
 func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest) (string, Token, error) {
 	now := d.now()
 	if !d.limiter.allowed(req.Source, now) {
-		return "", Token{}, d.loginFailed(ctx, o, req, "user", "rate_limited", false, ErrRateLimited)
+		return "", Token{}, d.loginFailed(ctx, o, req, "user", "rate_limited", nil, ErrRateLimited)
+	}
+	key, err := d.lockKey(ctx, req.User)
+	if err != nil {
+		return "", Token{}, err
 	}
 	u, err := d.readLoginUser(ctx, req.User)
 	if err != nil {
@@ -73,8 +78,12 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	if u.exists {
 		resource = "user:" + req.User
 	}
-	if u.exists && now.Before(u.lockedUntil) {
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "locked", false, ErrRateLimited)
+	lockedUntil, err := d.lockedUntil(ctx, key)
+	if err != nil {
+		return "", Token{}, err
+	}
+	if now.Before(lockedUntil) {
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "locked", nil, ErrRateLimited)
 	}
 	ok, rehash, err := d.verify(ctx, u.hash, req.Password)
 	if err != nil {
@@ -82,13 +91,13 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	}
 	switch {
 	case !u.exists:
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "unknown_user", false, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "unknown_user", key, ErrBadCredentials)
 	case u.status != StatusActive:
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "disabled", false, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "disabled", key, ErrBadCredentials)
 	case u.hash == "":
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "no_password", false, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "no_password", key, ErrBadCredentials)
 	case !ok:
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "bad_password", true, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, req, resource, "bad_password", key, ErrBadCredentials)
 	}
 
 	// The password is right.
@@ -130,25 +139,35 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 			}
 			if !used {
 				failure = ErrBadMFACode
-				return d.loginFailedTx(ctx, tx, o, req, resource, "bad_code", true, now)
+				return d.loginFailedTx(ctx, tx, o, req, resource, "bad_code", key, now)
 			}
 			method, mfaAt = "password+totp", now
 			if !totpOK {
 				method = "password+recovery_code"
 			}
 		}
-		set, args := `failures = 0, locked_until = 0`, []any{req.User, u.hash, store.Micros(now)}
+		// Check that the user is still active with this password (and
+		// rehash it) with a conditional update.
+		stored := u.hash
 		if newHash != "" {
-			set, args = set+`, password_hash = $4`, append(args, newHash)
+			stored = newHash
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE identity_users SET `+set+`
-			WHERE name = $1 AND status = 'active' AND password_hash = $2 AND locked_until <= $3`, args...)
+		res, err := tx.ExecContext(ctx, `UPDATE identity_users SET password_hash = $3
+			WHERE name = $1 AND status = 'active' AND password_hash = $2`, req.User, u.hash, stored)
 		if err != nil {
 			return fmt.Errorf("identity: record login: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 { // disabled, locked or password changed meanwhile
+		if n, _ := res.RowsAffected(); n == 0 { // disabled or password changed meanwhile
 			failure = ErrBadCredentials
-			return d.loginFailedTx(ctx, tx, o, req, resource, "changed", false, now)
+			return d.loginFailedTx(ctx, tx, o, req, resource, "changed", nil, now)
+		}
+		locked, err := d.resetFailuresTx(ctx, tx, key, now)
+		if err != nil {
+			return err
+		}
+		if locked { // by failures since the lock was read
+			failure = ErrRateLimited
+			return d.loginFailedTx(ctx, tx, o, req, resource, "locked", nil, now)
 		}
 		presented, tok, err = d.IssueTx(ctx, tx, TokenSpec{Principal: p, TTL: d.cfg.UserTokenTTL, MaxTTL: d.cfg.UserTokenMaxTTL, MFAAt: mfaAt})
 		if err != nil {
@@ -165,6 +184,9 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	switch {
 	case err != nil:
 		return "", Token{}, err
+	case failure == ErrBadMFACode:
+		d.pruneFailures(ctx, now)
+		fallthrough
 	case failure != nil:
 		return "", Token{}, failure
 	}
@@ -194,16 +216,15 @@ func (d *Directory) readLoginUser(ctx context.Context, user string) (loginUser, 
 		return loginUser{}, nil
 	}
 	var u loginUser
-	var locked int64
-	err := d.db.QueryRowContext(ctx, `SELECT status, password_hash, locked_until FROM identity_users WHERE name = $1`, user).
-		Scan(&u.status, &u.hash, &locked)
+	err := d.db.QueryRowContext(ctx, `SELECT status, password_hash FROM identity_users WHERE name = $1`, user).
+		Scan(&u.status, &u.hash)
 	if errNoRows(err) {
 		return loginUser{}, nil
 	}
 	if err != nil {
 		return loginUser{}, fmt.Errorf("identity: read user: %w", err)
 	}
-	u.exists, u.lockedUntil = true, store.FromMicros(locked)
+	u.exists = true
 	return u, nil
 }
 
@@ -220,38 +241,38 @@ func (d *Directory) loginDenied(ctx context.Context, o audit.Origin, resource, r
 }
 
 // loginFailed records a failed attempt in a transaction of its own and
-// returns ret (or the store's error).
-func (d *Directory) loginFailed(ctx context.Context, o audit.Origin, req LoginRequest, resource, reason string, countUser bool, ret error) error {
+// returns ret (or the store's error). When it counted a failure of the
+// name key, it then prunes stale counts.
+func (d *Directory) loginFailed(ctx context.Context, o audit.Origin, req LoginRequest, resource, reason string, key nameKey, ret error) error {
 	now := d.now()
 	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
-		return d.loginFailedTx(ctx, tx, o, req, resource, reason, countUser, now)
+		return d.loginFailedTx(ctx, tx, o, req, resource, reason, key, now)
 	})
 	if err != nil {
 		return err
 	}
+	if key != nil {
+		d.pruneFailures(ctx, now)
+	}
 	return ret
 }
 
-// loginFailedTx records a failed attempt in tx: when countUser the user's
-// consecutive failure (and their lockout), the source's failure (and its
-// lockout; attempts refused by the source limit itself are not counted),
-// and the audit events. The audit chain lock is taken last, as in every
+// loginFailedTx records a failed attempt in tx: unless key is nil the
+// consecutive failure of that user name (and its lockout), the source's
+// failure (and its lockout; attempts refused by the source limit itself are
+// not counted), and the audit events, all on resource, which names the
+// user only if they exist. The audit chain lock is taken last, as in every
 // transaction of this package, so that transactions on one user cannot
 // deadlock.
-func (d *Directory) loginFailedTx(ctx context.Context, tx *sql.Tx, o audit.Origin, req LoginRequest, resource, reason string, countUser bool, now time.Time) error {
+func (d *Directory) loginFailedTx(ctx context.Context, tx *sql.Tx, o audit.Origin, req LoginRequest, resource, reason string, key nameKey, now time.Time) error {
 	var events []audit.Event
-	if countUser {
-		var n int
-		err := tx.QueryRowContext(ctx, `UPDATE identity_users SET failures = failures + 1 WHERE name = $1 RETURNING failures`, req.User).Scan(&n)
-		if err != nil && !errNoRows(err) { // no row: deleted meanwhile, nothing to count
-			return fmt.Errorf("identity: count failed login: %w", err)
+	if key != nil {
+		n, until, err := d.countFailureTx(ctx, tx, key, now)
+		if err != nil {
+			return err
 		}
-		if err == nil && n >= d.cfg.MaxFailures {
-			until := now.Add(d.cfg.LockoutDuration)
-			if _, err := tx.ExecContext(ctx, `UPDATE identity_users SET failures = 0, locked_until = $1 WHERE name = $2`, store.Micros(until), req.User); err != nil {
-				return fmt.Errorf("identity: lock user: %w", err)
-			}
-			events = append(events, o.Event("auth.lockout", "user:"+req.User, audit.OutcomeDeny,
+		if !until.IsZero() {
+			events = append(events, o.Event("auth.lockout", resource, audit.OutcomeDeny,
 				map[string]string{"scope": "user", "failures": fmt.Sprint(n), "until": until.UTC().Format(time.RFC3339)}))
 		}
 	}

@@ -251,7 +251,7 @@ func (d *Directory) LoginMachine(ctx context.Context, o audit.Origin, roleID, se
 	now := d.now()
 	req := LoginRequest{Source: source}
 	if !d.limiter.allowed(source, now) {
-		return "", Token{}, d.loginFailed(ctx, o, req, "machine", "rate_limited", false, ErrRateLimited)
+		return "", Token{}, d.loginFailed(ctx, o, req, "machine", "rate_limited", nil, ErrRateLimited)
 	}
 	accessor, secret, wellFormed := parseSecret(secretIDPrefix, secretID)
 	want := sha256.Sum256([]byte(secret))
@@ -264,7 +264,7 @@ func (d *Directory) LoginMachine(ctx context.Context, o audit.Origin, roleID, se
 		failure = nil
 		fail := func(resource, reason string) error {
 			failure = ErrMachineCredentials
-			return d.loginFailedTx(ctx, tx, o, req, resource, reason, false, now)
+			return d.loginFailedTx(ctx, tx, o, req, resource, reason, nil, now)
 		}
 		var (
 			name, cidrs              string

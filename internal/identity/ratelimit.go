@@ -8,7 +8,7 @@ import (
 
 // maxBuckets bounds the memory of a sourceLimiter. Past it, full buckets
 // (sources with no recent failures) are dropped; if that is not enough,
-// new sources go untracked until it is (the per-user lockout still holds).
+// new sources go untracked until it is (the per-name lockout still holds).
 const maxBuckets = 100_000
 
 // sourceLimiter is a token bucket of failed logins per source. A source

@@ -154,10 +154,14 @@ func (d *Directory) Users(ctx context.Context) ([]User, error) {
 }
 
 // SetPassword replaces the user's password (checked against the policy,
-// see MinPasswordChars) and clears any lockout. Tokens already issued stay
-// valid.
+// see MinPasswordChars) and clears any lockout of their name. Tokens
+// already issued stay valid. It needs the barrier unsealed.
 func (d *Directory) SetPassword(ctx context.Context, o audit.Origin, name string, password []byte) error {
 	if err := checkPassword(password); err != nil {
+		return err
+	}
+	key, err := d.lockKey(ctx, name)
+	if err != nil {
 		return err
 	}
 	hash, err := d.hash(ctx, password)
@@ -166,7 +170,10 @@ func (d *Directory) SetPassword(ctx context.Context, o audit.Origin, name string
 	}
 	return d.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, nowUS := d.nowMicros()
-		if err := d.updateUser(ctx, tx, name, `password_hash = $3, failures = 0, locked_until = 0`, nowUS, hash); err != nil {
+		if err := d.updateUser(ctx, tx, name, `password_hash = $3`, nowUS, hash); err != nil {
+			return err
+		}
+		if err := d.unlockTx(ctx, tx, key); err != nil {
 			return err
 		}
 		return d.appendTx(ctx, tx, o.Event("identity.user.password", "user:"+name, audit.OutcomeSuccess, nil))
@@ -212,12 +219,20 @@ func (d *Directory) DisableUser(ctx context.Context, o audit.Origin, name string
 	return nil
 }
 
-// EnableUser makes a disabled user active again and clears any lockout.
-// Tokens revoked when the user was disabled stay revoked.
+// EnableUser makes a disabled user active again and clears any lockout of
+// their name. Tokens revoked when the user was disabled stay revoked. It
+// needs the barrier unsealed.
 func (d *Directory) EnableUser(ctx context.Context, o audit.Origin, name string) error {
+	key, err := d.lockKey(ctx, name)
+	if err != nil {
+		return err
+	}
 	return d.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, nowUS := d.nowMicros()
-		if err := d.updateUser(ctx, tx, name, `status = $3, failures = 0, locked_until = 0`, nowUS, StatusActive); err != nil {
+		if err := d.updateUser(ctx, tx, name, `status = $3`, nowUS, StatusActive); err != nil {
+			return err
+		}
+		if err := d.unlockTx(ctx, tx, key); err != nil {
 			return err
 		}
 		return d.appendTx(ctx, tx, o.Event("identity.user.enable", "user:"+name, audit.OutcomeSuccess, nil))

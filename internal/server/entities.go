@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/identity"
@@ -18,9 +19,16 @@ type entities struct {
 
 var kinds = map[string]string{"User": "user", "Machine": "machine", "Group": "group"}
 
-// Parents returns the direct parent groups of uid; entities identity does
-// not know have none.
+// Parents returns the direct parents of uid: the groups of a principal or
+// group, and the target of an account ("target/user" is in Target::"target").
+// Entities nobody knows have none.
 func (e entities) Parents(ctx context.Context, uid authz.UID) ([]authz.UID, error) {
+	if uid.Type == "Account" {
+		if target, _, ok := strings.Cut(uid.ID, "/"); ok && target != "" {
+			return []authz.UID{{Type: "Target", ID: target}}, nil
+		}
+		return nil, nil
+	}
 	kind, ok := kinds[uid.Type]
 	if !ok {
 		return nil, nil
