@@ -1,0 +1,116 @@
+package identity
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/warderhq/warder/internal/store"
+)
+
+// nameMACPurpose is the barrier MAC purpose that keys lockouts by user name.
+const nameMACPurpose = "identity.login_name"
+
+// pruneBatch is how many stale rows of identity_login_failures a failed
+// login deletes at most. Each failure adds at most one row, so stale rows
+// do not pile up while failures keep coming.
+const pruneBatch = 8
+
+// nameKey is the key of a user name in identity_login_failures: the
+// barrier's MAC of the name exactly as given. Valid names are already in
+// their one canonical form (lower case); an invalid name names no user and
+// is locked like any other unknown name.
+type nameKey []byte
+
+// lockKey returns the nameKey of user. It needs the barrier unsealed.
+func (d *Directory) lockKey(ctx context.Context, user string) (nameKey, error) {
+	mac, err := d.cipher.MAC(ctx, nameMACPurpose, []byte(user))
+	if err != nil {
+		return nil, fmt.Errorf("identity: key user name: %w", err)
+	}
+	return mac, nil
+}
+
+// lockedUntil returns when the lockout of the name k ends (the zero time,
+// or a time in the past, when it is not locked).
+func (d *Directory) lockedUntil(ctx context.Context, k nameKey) (time.Time, error) {
+	var until int64
+	err := d.db.QueryRowContext(ctx, `SELECT locked_until FROM identity_login_failures WHERE name_mac = $1`, []byte(k)).Scan(&until)
+	if errNoRows(err) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("identity: read lockout: %w", err)
+	}
+	return store.FromMicros(until), nil
+}
+
+// countFailureTx counts a failed login of the name k at now in tx and, at
+// MaxFailures, locks the name until now+LockoutDuration: it returns that
+// time, or the zero time when the name is not locked by this failure. A
+// failure more than LockoutDuration after the previous one starts the
+// count again.
+func (d *Directory) countFailureTx(ctx context.Context, tx *sql.Tx, k nameKey, now time.Time) (failures int, lockedUntil time.Time, err error) {
+	nowUS := store.Micros(now)
+	stale := store.Micros(now.Add(-d.cfg.LockoutDuration))
+	err = tx.QueryRowContext(ctx, `INSERT INTO identity_login_failures (name_mac, failures, last_failure_at) VALUES ($1, 1, $2)
+		ON CONFLICT (name_mac) DO UPDATE SET
+			failures = CASE WHEN identity_login_failures.last_failure_at < $3 THEN 1 ELSE identity_login_failures.failures + 1 END,
+			last_failure_at = excluded.last_failure_at
+		RETURNING failures`, []byte(k), nowUS, stale).Scan(&failures)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("identity: count failed login: %w", err)
+	}
+	if failures < d.cfg.MaxFailures {
+		return failures, time.Time{}, nil
+	}
+	until := now.Add(d.cfg.LockoutDuration)
+	if _, err := tx.ExecContext(ctx, `UPDATE identity_login_failures SET failures = 0, locked_until = $1 WHERE name_mac = $2`,
+		store.Micros(until), []byte(k)); err != nil {
+		return 0, time.Time{}, fmt.Errorf("identity: lock user name: %w", err)
+	}
+	return failures, until, nil
+}
+
+// resetFailuresTx clears the failure count of the name k after a
+// successful login at now, in tx, unless the name is locked (perhaps by a
+// concurrent failure since Login read it); it reports whether it is. The
+// conditional delete and the check after it see such a concurrent lock on
+// either backend, so a locked name never logs in.
+func (d *Directory) resetFailuresTx(ctx context.Context, tx *sql.Tx, k nameKey, now time.Time) (locked bool, err error) {
+	nowUS := store.Micros(now)
+	if _, err := tx.ExecContext(ctx, `DELETE FROM identity_login_failures WHERE name_mac = $1 AND locked_until <= $2`, []byte(k), nowUS); err != nil {
+		return false, fmt.Errorf("identity: reset failed logins: %w", err)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_login_failures WHERE name_mac = $1 AND locked_until > $2`, []byte(k), nowUS).Scan(&n); err != nil {
+		return false, fmt.Errorf("identity: read lockout: %w", err)
+	}
+	return n > 0, nil
+}
+
+// unlockTx clears the failure count and any lockout of the name k in tx
+// (an admin's SetPassword or EnableUser).
+func (d *Directory) unlockTx(ctx context.Context, tx *sql.Tx, k nameKey) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM identity_login_failures WHERE name_mac = $1`, []byte(k)); err != nil {
+		return fmt.Errorf("identity: clear lockout: %w", err)
+	}
+	return nil
+}
+
+// pruneFailures deletes up to pruneBatch rows of identity_login_failures
+// that no longer count at now: their lock has ended and their last failure
+// is older than LockoutDuration (countFailureTx would start them again at
+// 1). It runs after a failed login commits, in a statement of its own, so
+// that it never holds a row lock while waiting for another; an error is
+// only logged.
+func (d *Directory) pruneFailures(ctx context.Context, now time.Time) {
+	_, err := d.db.ExecContext(ctx, `DELETE FROM identity_login_failures WHERE name_mac IN (
+		SELECT name_mac FROM identity_login_failures WHERE last_failure_at < $1 AND locked_until <= $2
+		ORDER BY last_failure_at LIMIT $3)`,
+		store.Micros(now.Add(-d.cfg.LockoutDuration)), store.Micros(now), pruneBatch)
+	if err != nil {
+		d.logger.WarnContext(ctx, "identity: prune failed-login counts", "err", err)
+	}
+}
