@@ -75,9 +75,15 @@ var urlPattern = regexp.MustCompile(`https://127\.0\.0\.1:[0-9]+`)
 // start runs `warder args...` and waits until it prints its address.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with extra environment variables (KEY=VALUE).
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(warderBin, args...)
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout = p.stdout
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -344,7 +350,7 @@ func TestServerSQLite(t *testing.T) {
 func TestServerPostgres(t *testing.T) {
 	url := testenv.PostgresURL(t)
 	dir := t.TempDir()
-	p := start(t, "server", "--data-dir", dir, "--storage", url, "--listen", "127.0.0.1:0")
+	p := startEnv(t, []string{"WARDER_STORAGE=" + url}, "server", "--data-dir", dir, "--listen", "127.0.0.1:0")
 	if strings.Contains(p.stderr.String()+p.stdout.String(), "warder_test:warder_test") {
 		t.Errorf("the storage URL's password reached the log")
 	}
@@ -354,21 +360,32 @@ func TestServerPostgres(t *testing.T) {
 	// A second server process on the same database, unsealed separately,
 	// appends to the same chain.
 	dir2 := t.TempDir()
-	p2 := start(t, "server", "--data-dir", dir2, "--storage", url, "--listen", "127.0.0.1:0")
+	p2 := startEnv(t, []string{"WARDER_STORAGE=" + url}, "server", "--data-dir", dir2, "--listen", "127.0.0.1:0")
 	env2 := []string{"WARDER_ADDR=" + p2.url, "WARDER_CACERT=" + filepath.Join(dir2, "ca.pem"), "WARDER_TOKEN=" + ir.AdminToken}
 	mustOK(t, run(t, env2, strings.Join(ir.Shares[:3], "\n"), "operator", "unseal"), "unseal second")
+	type report struct {
+		OK     bool  `json:"ok"`
+		Events int64 `json:"events"`
+	}
+	before := decodeJSON[report](t, mustOK(t, run(t, env, "", "audit", "verify", "--format", "json"), "verify before").stdout)
 	var wg sync.WaitGroup
 	for _, e := range [][]string{env, env2} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range 10 {
-				run(t, e, "", "audit", "ls", "--limit", "1")
+				if r := run(t, e, "", "audit", "ls", "--limit", "1"); r.code != 0 {
+					t.Errorf("audit ls during concurrent writes: exit %d: %s", r.code, r.stderr)
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	mustOK(t, run(t, env, "", "audit", "verify"), "verify after two writers")
+	after := decodeJSON[report](t, mustOK(t, run(t, env, "", "audit", "verify", "--format", "json"), "verify after two writers").stdout)
+	// Each authorised request appends at least its decision.
+	if !after.OK || after.Events < before.Events+20 {
+		t.Errorf("after 20 requests through two servers: %+v, before %+v", after, before)
+	}
 
 	// Edit a row directly in PostgreSQL.
 	db, err := sql.Open("pgx", url)

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/identity"
 )
@@ -120,6 +121,35 @@ var endpoints = map[string]endpoint{
 	"POST /v1/policies/check": {fixed("/v1/policies/check", `{"principal":"User::\"bob\"","action":"checkout","resource":"Account::\"pg/postgres\""}`), 200},
 }
 
+// wantAccess is what each route must require, written down independently
+// of the API's own route list: "open", "self" (any valid token, acting on
+// the caller) or the Cedar action on System::"warder".
+var wantAccess = map[string]string{
+	"GET /v1/sys/health": "open", "GET /v1/sys/seal-status": "open", "POST /v1/sys/init": "open", "POST /v1/sys/unseal": "open",
+	"POST /v1/auth/login": "open", "POST /v1/auth/machine/login": "open",
+	"POST /v1/sys/seal": "admin", "POST /v1/sys/rotate-key": "admin",
+	"GET /v1/audit/events": "audit_read", "GET /v1/audit/verify": "audit_read", "GET /v1/audit/export": "audit_read",
+	"GET /v1/auth/token/self": "self", "POST /v1/auth/token/renew": "self", "POST /v1/auth/token/revoke-self": "self",
+	"POST /v1/auth/mfa/totp/enroll": "self", "POST /v1/auth/mfa/totp/confirm": "self",
+	"POST /v1/users": "admin", "GET /v1/users": "admin", "GET /v1/users/{name}": "admin",
+	"POST /v1/users/{name}/disable": "admin", "POST /v1/users/{name}/enable": "admin", "DELETE /v1/users/{name}": "admin",
+	"POST /v1/groups": "admin", "GET /v1/groups": "admin", "GET /v1/groups/{name}": "admin",
+	"POST /v1/groups/{name}/members": "admin", "DELETE /v1/groups/{name}/members/{kind}/{member}": "admin",
+	"POST /v1/machines": "admin", "GET /v1/machines": "admin", "POST /v1/machines/{name}/secret-ids": "admin",
+	"PUT /v1/policies/{name}": "admin", "GET /v1/policies": "admin", "GET /v1/policies/{name}": "admin",
+	"DELETE /v1/policies/{name}": "admin", "POST /v1/policies/check": "admin",
+}
+
+func accessName(a api.Access) string {
+	switch {
+	case a.Open:
+		return "open"
+	case a.Action == "":
+		return "self"
+	}
+	return a.Action
+}
+
 // TestEndpointAccess calls every endpoint unauthenticated, authenticated
 // without permission, and authorised, and checks 401 / 403 / success, so
 // that no endpoint is left open by accident.
@@ -139,6 +169,9 @@ func TestEndpointAccess(t *testing.T) {
 		if !ok {
 			t.Errorf("route %s has no entry in the access table", rt.Pattern)
 			continue
+		}
+		if want, got := wantAccess[rt.Pattern], accessName(rt.Access); want != got {
+			t.Errorf("route %s requires %q, want %q", rt.Pattern, got, want)
 		}
 		if rt.Pattern == "POST /v1/sys/seal" {
 			continue
@@ -170,6 +203,16 @@ func TestEndpointAccess(t *testing.T) {
 		if !seen[p] {
 			t.Errorf("access table names %s, which the API does not register", p)
 		}
+	}
+	for p := range wantAccess {
+		if !seen[p] {
+			t.Errorf("wantAccess names %s, which the API does not register", p)
+		}
+	}
+	// /metrics is deliberately open (no secrets: counts, latencies, the seal
+	// state) so that Prometheus can scrape it without a token.
+	if r := f.do(t, "GET", "/metrics", "", ""); r.status != 200 {
+		t.Errorf("/metrics: %d", r.status)
 	}
 
 	// Seal last: bob may not, the admin may.

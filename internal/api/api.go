@@ -175,6 +175,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
 type call struct {
 	requestID string
 	source    string
+	route     string         // the matched route pattern, e.g. "GET /v1/users/{name}"
 	token     identity.Token // zero on open routes
 }
 

@@ -116,3 +116,24 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("metrics missing expected series:\n%.2000s", r.body)
 	}
 }
+
+// A refusal is audited even when the path could not be stored as is.
+func TestUnrecordablePathStillAudited(t *testing.T) {
+	f := newFixture(t)
+	f.initAndUnseal(t)
+	long := "/v1/users/" + strings.Repeat("x", 3000) + "%ff%00"
+	wantError(t, f.do(t, "GET", long, "wt1.000000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ""), 401, "unauthenticated")
+	evs, err := f.audit.List(context.Background(), audit.Filter{Action: "auth.request", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range evs {
+		if ev.Outcome == audit.OutcomeDeny && ev.Resource == "GET /v1/users/{name}" && len(ev.Details["path"]) <= 260 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no deny event for the long path among %d events", len(evs))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/warderhq/warder/internal/errkind"
 )
@@ -42,7 +43,7 @@ func (w *statusWriter) Flush() {
 func (s *Server) instrument(pattern string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		c := &call{requestID: newRequestID(), source: sourceOf(r)}
+		c := &call{requestID: newRequestID(), source: sourceOf(r), route: pattern}
 		rw.Header().Set("X-Request-Id", c.requestID)
 		rw.Header().Set("Cache-Control", "no-store")
 		w := &statusWriter{ResponseWriter: rw}
@@ -66,6 +67,26 @@ func (s *Server) instrument(pattern string, h handlerFunc) http.Handler {
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+// safePath is the request path as it may appear in an audit event: valid
+// UTF-8, no control characters, at most 256 bytes. A path that cannot be
+// recorded must not stop its refusal from being recorded.
+func safePath(p string) string {
+	p = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(p, "?"))
+	if len(p) > 256 {
+		cut := 256
+		for cut > 0 && !utf8.RuneStart(p[cut]) {
+			cut--
+		}
+		p = p[:cut] + "…"
+	}
+	return p
 }
 
 // bearer extracts the token from "Authorization: Bearer <token>".

@@ -73,13 +73,14 @@ func (s *Server) authenticate(r *http.Request, c *call, auditAllow bool) error {
 		c.token = tok
 		return nil
 	}
-	ev := audit.Event{Actor: "anonymous", Action: "auth.request", Resource: r.Method + " " + r.URL.Path,
-		Outcome: audit.OutcomeAllow, Source: c.source, RequestID: c.requestID}
+	ev := audit.Event{Actor: "anonymous", Action: "auth.request", Resource: c.route,
+		Outcome: audit.OutcomeAllow, Source: c.source, RequestID: c.requestID,
+		Details: map[string]string{"path": safePath(r.URL.Path)}}
 	if err == nil {
 		ev.Actor = tok.Actor()
 	} else {
 		ev.Outcome = audit.OutcomeDeny
-		ev.Details = map[string]string{"reason": "invalid or missing token"}
+		ev.Details["reason"] = "invalid or missing token"
 	}
 	if _, aerr := s.cfg.Audit.Append(r.Context(), ev); aerr != nil {
 		s.cfg.Logger.Error("audit append failed; refusing request", "request_id", c.requestID, "err", aerr)

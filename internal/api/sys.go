@@ -88,7 +88,9 @@ func (s *Server) unseal(w http.ResponseWriter, r *http.Request, c *call) error {
 		return err
 	}
 	if req.Reset {
-		s.cfg.Barrier.ResetUnseal()
+		if err := s.cfg.Operator.ResetUnseal(r.Context(), c.origin()); err != nil {
+			return err
+		}
 		return s.sealStatus(w, r, c)
 	}
 	share := strings.TrimSpace(req.Share)

@@ -36,7 +36,7 @@ The shares and the first admin token are printed once and never again.
 --key-file PATH also writes the whole unseal key to PATH (mode 0600) for
 automated unsealing with "warder server --unseal-key-file PATH".`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			c, err := e.client()
 			if err != nil {
 				return err
@@ -60,15 +60,22 @@ automated unsealing with "warder server --unseal-key-file PATH".`,
 				}
 				return err
 			}
+			// The shares and token exist only in this answer: print them
+			// whatever happens to the key file.
+			var keyErr error
 			if kf != nil {
 				if _, err := io.WriteString(kf, res.UnsealKey); err != nil {
-					return fmt.Errorf("key file: %w (the shares below still unseal the server)", err)
-				}
-				if err := kf.Sync(); err != nil {
-					return fmt.Errorf("key file: %w", err)
+					keyErr = fmt.Errorf("key file %s: %w (the shares printed above still unseal the server)", keyFile, err)
+				} else if err := kf.Sync(); err != nil {
+					keyErr = fmt.Errorf("key file %s: %w (the shares printed above still unseal the server)", keyFile, err)
 				}
 				res.UnsealKey = ""
 			}
+			defer func() {
+				if keyErr != nil && err == nil {
+					err = keyErr
+				}
+			}()
 			return e.print(res, func(w *tabwriter.Writer) {
 				for i, s := range res.Shares {
 					fmt.Fprintf(w, "Unseal share %d:\t%s\n", i+1, s)
@@ -76,7 +83,7 @@ automated unsealing with "warder server --unseal-key-file PATH".`,
 				fmt.Fprintf(w, "Admin token:\t%s\n", res.AdminToken)
 				fmt.Fprintf(w, "\nThe server is initialised and sealed. Any %d of the %d shares unseal it:\n", threshold, shares)
 				fmt.Fprintln(w, "give each to a different person and store them apart. They are not shown again.")
-				if keyFile != "" {
+				if keyFile != "" && keyErr == nil {
 					fmt.Fprintf(w, "The unseal key was written to %s (mode 0600).\n", keyFile)
 				}
 			})

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -50,6 +52,7 @@ func (e *env) serverCommand() *cobra.Command {
 			return usageError{err}
 		}
 		logger := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+		warnExposedSecrets(logger, configFile, flags())
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		srv, err := server.New(ctx, cfg, server.Options{Logger: logger, Version: Version})
@@ -121,6 +124,34 @@ Point the CLI at it:
 		return srv.Run(ctx)
 	}
 	return cmd
+}
+
+// warnExposedSecrets warns when the storage URL's password is visible to
+// other users of the machine: in the process arguments, or in a config
+// file they can read.
+func warnExposedSecrets(logger *slog.Logger, configFile string, flags map[string]string) {
+	if hasPassword(flags["storage"]) {
+		logger.Warn("the --storage URL contains a password, which other users can read in the process list; use WARDER_STORAGE, the config file or ~/.pgpass instead")
+	}
+	if configFile == "" {
+		return
+	}
+	fi, err := os.Stat(configFile)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	if data, err := os.ReadFile(configFile); err == nil && strings.Contains(string(data), "://") && strings.Contains(string(data), "@") {
+		logger.Warn("the config file may hold a database password and is readable by other users; chmod 600 it", "file", configFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
+}
+
+func hasPassword(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
 }
 
 // newLogger returns the operational logger: JSON in production, text in dev.

@@ -12,6 +12,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/barrier"
@@ -119,6 +121,16 @@ func (op *Operator) checkpoint(ctx context.Context) {
 	op.Audit.Checkpoint(ctx)
 }
 
+// ResetUnseal discards the shares submitted so far. Anyone may ask (like
+// submitting a share, it needs no token), so every reset is audited.
+func (op *Operator) ResetUnseal(ctx context.Context, o Origin) error {
+	if _, err := op.Audit.Append(ctx, o.Event("sys.unseal_reset", "", audit.OutcomeSuccess, nil)); err != nil {
+		return auditFailed(err)
+	}
+	op.Barrier.ResetUnseal()
+	return nil
+}
+
 // UnsealWithKeyFile unseals with the contents of an unseal key file, as the
 // server does at start with --unseal-key-file.
 func (op *Operator) UnsealWithKeyFile(ctx context.Context, o Origin, keyFile []byte) error {
@@ -187,9 +199,15 @@ func auditFailed(err error) error {
 	return fmt.Errorf("operator: audit log unavailable, operation refused: %w", err)
 }
 
+// truncate cuts s to at most n bytes without splitting a character (an
+// invalid string would make the audit event itself invalid).
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "?")
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

@@ -163,6 +163,13 @@ func (s *Server) setupTLS() error {
 // key file stops the start: an operator who configured auto-unseal expects
 // an unsealed server, not a silently sealed one.
 func (s *Server) autoUnseal(ctx context.Context) error {
+	fi, err := os.Stat(s.cfg.UnsealKeyFile)
+	if err != nil {
+		return fmt.Errorf("server: unseal key file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("server: unseal key file %s is accessible to other users (mode %04o); make it owner-only (chmod 600) — whoever reads it can decrypt every secret", s.cfg.UnsealKeyFile, fi.Mode().Perm())
+	}
 	data, err := readSmallFile(s.cfg.UnsealKeyFile, 64<<10)
 	if err != nil {
 		return fmt.Errorf("server: unseal key file: %w", err)
