@@ -50,7 +50,77 @@ postgres() {
   fi
 }
 
+# OpenSSH's sshd (and sudo) for the linux connector's tests, which start
+# their own sshd on a loopback port (internal/testenv/sshd.go); nothing is
+# started here. The tests need root and skip without it, so a non-root run
+# only warns.
+openssh() {
+  if ! as_root; then
+    [ -x /usr/sbin/sshd ] || log "openssh-server missing; the linux connector tests need it (and root)"
+    return 0
+  fi
+  [ -x /usr/sbin/sshd ] || apt_install openssh-server
+  command -v sudo >/dev/null || apt_install sudo
+  mkdir -p /run/sshd # sshd's privilege separation directory
+  log "sshd and sudo ready for the linux connector tests"
+}
+
+# MariaDB on 127.0.0.1:3306 with a user warder_test (password warder_test,
+# all privileges WITH GRANT OPTION: the mysql connector's tests create and
+# drop accounts). Started only when nothing answers on the port.
+mariadb_answers() { (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; }
+mariadb_service() {
+  if ! mariadb_answers; then
+    [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
+  fi
+  if ! mariadb_answers; then
+    as_root || { log "MariaDB not running on 127.0.0.1:3306; start it or run make test as root"; exit 1; }
+    log "starting MariaDB"
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+    [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
+      --user=mysql --bind-address=127.0.0.1 --port=3306
+    for _ in $(seq 1 60); do mariadb_answers && break; sleep 0.5; done
+    mariadb_answers || { log "MariaDB did not start"; exit 1; }
+  fi
+  if ! mariadb --protocol=tcp -h 127.0.0.1 -P 3306 -u warder_test -pwarder_test -e 'select 1' >/dev/null 2>&1; then
+    as_root || { log "MariaDB user warder_test missing; run make test as root once, or create it (password warder_test, ALL PRIVILEGES WITH GRANT OPTION)"; exit 1; }
+    log "creating MariaDB user warder_test"
+    local h sql=""
+    for h in 127.0.0.1 localhost; do
+      sql+="CREATE USER IF NOT EXISTS 'warder_test'@'$h' IDENTIFIED BY 'warder_test';
+            ALTER USER 'warder_test'@'$h' IDENTIFIED BY 'warder_test';
+            GRANT ALL PRIVILEGES ON *.* TO 'warder_test'@'$h' WITH GRANT OPTION;"
+    done
+    for _ in $(seq 1 20); do mariadb -u root -e 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
+    mariadb -u root -e "$sql"
+  fi
+}
+
+# Redis on 127.0.0.1:6379 whose default user needs no password (the redis
+# connector's tests create password-checked ACL users). Started only when
+# nothing answers; nothing is saved to disk.
+redis_answers() (
+  exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && IFS= read -r -t 2 line <&3 && [[ $line == +PONG* ]]
+) 2>/dev/null
+redis_service() {
+  if ! redis_answers; then
+    command -v redis-server >/dev/null || apt_install redis-server
+  fi
+  if ! redis_answers; then
+    log "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 40); do redis_answers && break; sleep 0.25; done
+    redis_answers || { log "Redis did not start (or needs a password: the tests need the default user without one)"; exit 1; }
+  fi
+}
+
 # The race detector (go test -race) needs a C compiler.
 command -v gcc >/dev/null || apt_install gcc libc6-dev
 postgres
 log "PostgreSQL ready on 127.0.0.1:5432"
+openssh
+mariadb_service
+log "MariaDB ready on 127.0.0.1:3306"
+redis_service
+log "Redis ready on 127.0.0.1:6379"
