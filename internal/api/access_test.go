@@ -80,6 +80,13 @@ var endpoints = map[string]endpoint{
 	}, 200},
 	"POST /v1/users/{name}/enable": {fixed("/v1/users/bob/enable", ""), 200},
 	"DELETE /v1/users/{name}":      {func(f *fixture, t *testing.T, n int) (string, string) { return "/v1/users/" + mkUser(f, t, n), "" }, 204},
+	"DELETE /v1/users/{name}/mfa": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name := mkUser(f, t, n)
+		if _, err := f.id.EnrollTOTP(context.Background(), audit.Origin{Actor: "test"}, name); err != nil {
+			t.Fatal(err)
+		}
+		return "/v1/users/" + name + "/mfa", ""
+	}, 204},
 	"POST /v1/groups": {func(f *fixture, t *testing.T, n int) (string, string) {
 		return "/v1/groups", fmt.Sprintf(`{"name":"grp%d"}`, n)
 	}, 200},
@@ -132,7 +139,7 @@ var wantAccess = map[string]string{
 	"GET /v1/auth/token/self": "self", "POST /v1/auth/token/renew": "self", "POST /v1/auth/token/revoke-self": "self",
 	"POST /v1/auth/mfa/totp/enroll": "self", "POST /v1/auth/mfa/totp/confirm": "self",
 	"POST /v1/users": "admin", "GET /v1/users": "admin", "GET /v1/users/{name}": "admin",
-	"POST /v1/users/{name}/disable": "admin", "POST /v1/users/{name}/enable": "admin", "DELETE /v1/users/{name}": "admin",
+	"POST /v1/users/{name}/disable": "admin", "POST /v1/users/{name}/enable": "admin", "DELETE /v1/users/{name}": "admin", "DELETE /v1/users/{name}/mfa": "admin",
 	"POST /v1/groups": "admin", "GET /v1/groups": "admin", "GET /v1/groups/{name}": "admin",
 	"POST /v1/groups/{name}/members": "admin", "DELETE /v1/groups/{name}/members/{kind}/{member}": "admin",
 	"POST /v1/machines": "admin", "GET /v1/machines": "admin", "POST /v1/machines/{name}/secret-ids": "admin",

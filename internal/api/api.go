@@ -26,6 +26,8 @@ import (
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/identity"
 	"github.com/warderhq/warder/internal/operator"
+	"github.com/warderhq/warder/internal/rotation"
+	"github.com/warderhq/warder/internal/vault"
 )
 
 // Config wires the API to the domain. All pointer fields are required.
@@ -35,6 +37,8 @@ type Config struct {
 	Audit    *audit.Log
 	Identity *identity.Directory
 	Authz    *authz.Authorizer
+	Vault    *vault.Vault
+	Rotation *rotation.Engine
 	Logger   *slog.Logger
 	// Registry receives the API's metrics and is served on /metrics.
 	Registry *prometheus.Registry
@@ -58,7 +62,7 @@ type Server struct {
 
 // New builds the handler.
 func New(cfg Config) (*Server, error) {
-	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Authz == nil || cfg.Registry == nil {
+	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Authz == nil || cfg.Vault == nil || cfg.Rotation == nil || cfg.Registry == nil {
 		return nil, errors.New("api: incomplete configuration")
 	}
 	if cfg.Logger == nil {
@@ -140,6 +144,7 @@ func (s *Server) routes() {
 	r("POST /v1/users/{name}/disable", adminOnly, s.userDisable)
 	r("POST /v1/users/{name}/enable", adminOnly, s.userEnable)
 	r("DELETE /v1/users/{name}", adminOnly, s.userDelete)
+	r("DELETE /v1/users/{name}/mfa", adminOnly, s.userResetMFA)
 
 	r("POST /v1/groups", adminOnly, s.groupCreate)
 	r("GET /v1/groups", adminOnly, s.groupList)

@@ -15,10 +15,13 @@ import (
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/barrier"
+	"github.com/warderhq/warder/internal/connector"
 	"github.com/warderhq/warder/internal/identity"
 	"github.com/warderhq/warder/internal/operator"
+	"github.com/warderhq/warder/internal/rotation"
 	"github.com/warderhq/warder/internal/server"
 	"github.com/warderhq/warder/internal/testenv"
+	"github.com/warderhq/warder/internal/vault"
 )
 
 // fixture is the API wired to real components on a fresh SQLite store.
@@ -52,9 +55,17 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	v, err := vault.New(ctx, vault.Config{DB: db, Audit: lg, Barrier: b, Authz: az})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := rotation.New(rotation.Config{Vault: v, Connectors: connector.Registry{}, Audit: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := api.New(api.Config{
 		Operator: &operator.Operator{Barrier: b, Audit: lg, Identity: id},
-		Barrier:  b, Audit: lg, Identity: id, Authz: az,
+		Barrier:  b, Audit: lg, Identity: id, Authz: az, Vault: v, Rotation: rot,
 		Registry:        prometheus.NewRegistry(),
 		MaxRequestBytes: 4096,
 		ExposeUnsealKey: true,

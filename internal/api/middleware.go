@@ -50,6 +50,9 @@ func (s *Server) instrument(pattern string, h handlerFunc) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
 		defer func() {
 			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p) // let net/http reset the stream: a cut export must look cut
+				}
 				s.cfg.Logger.Error("handler panic", "request_id", c.requestID, "path", r.URL.Path, "panic", p)
 				if w.status == 0 {
 					s.writeError(w, r, errkind.New(errkind.Other, "api: panic"))

@@ -38,6 +38,7 @@ func (s *Server) authorized(action string, h handlerFunc) handlerFunc {
 			Action:    action,
 			Resource:  SystemResource,
 			Context:   c.authzContext(),
+			Details:   map[string]string{"route": c.route},
 		})
 		if err != nil {
 			return err

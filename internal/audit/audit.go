@@ -21,7 +21,11 @@
 // checkpoint is detected by anyone holding the public key. What lies after
 // the last checkpoint is protected by the chain only: someone able to write
 // the database could append well-formed events after it, or delete events
-// after it, undetected until the next checkpoint signs the head.
+// after it, undetected until the next checkpoint signs the head. Deleting
+// checkpoints to widen that window is caught by age: Verify with a key
+// reports events left unsigned for longer than 2×CheckpointInterval (or more
+// than 2×CheckpointEvery of them), and Checkpoint refuses to sign once the
+// checkpoints it wrote are gone.
 //
 // # Durability
 //
@@ -72,7 +76,7 @@ const (
 type Event struct {
 	Seq       int64             `json:"seq"`
 	Time      time.Time         `json:"time"`  // UTC, microsecond precision (store.Micros)
-	Actor     string            `json:"actor"` // e.g. "token:abc123", "user:alice", "anonymous"
+	Actor     string            `json:"actor"` // e.g. "user:alice", "machine:ci", "system:dev", "anonymous"
 	Action    string            `json:"action"`
 	Resource  string            `json:"resource,omitempty"`
 	Outcome   string            `json:"outcome"`          // one of the Outcome constants
@@ -102,10 +106,12 @@ type Config struct {
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
 	// CheckpointInterval is how often Run writes a checkpoint when new
-	// events exist. Zero: 1 minute.
+	// events exist. Zero: 1 minute. Verify with a key reports events left
+	// unsigned for more than twice this long.
 	CheckpointInterval time.Duration
 	// CheckpointEvery makes Run also write a checkpoint once this many events
 	// were appended through this Log since the last one. Zero: 10000.
+	// Verify with a key reports more than twice this many unsigned events.
 	CheckpointEvery int
 	// MaxBatch is the most events group-committed in one transaction.
 	// Zero: 256.
@@ -131,10 +137,21 @@ type Log struct {
 	mu     sync.RWMutex
 	closed bool
 
-	cpMu     sync.Mutex   // serialises Checkpoint within this process
-	verifyMu sync.Mutex   // serialises Verify, which holds two read connections
-	since    atomic.Int64 // events appended through this Log since its last checkpoint
+	// cpMu serialises Checkpoint within this process and protects signed:
+	// the last checkpoint this Log wrote, or read and found validly signed
+	// (zero: none yet). Checkpoint refuses to go on when the stored
+	// checkpoints no longer reach it.
+	cpMu   sync.Mutex
+	signed Checkpoint
+
+	verifyMu sync.Mutex    // serialises Verify, which holds a read connection throughout
+	exports  chan struct{} // one token per running Export; capacity maxExports
+	since    atomic.Int64  // events appended through this Log since its last checkpoint
 }
+
+// maxExports is how many Exports one Log runs at once; more are refused
+// with ErrTooManyExports rather than queued behind a slow reader.
+const maxExports = 2
 
 //go:embed migrations
 var migrationFiles embed.FS
@@ -165,6 +182,7 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		maxBatch: cfg.MaxBatch,
 		done:     make(chan struct{}),
 		kick:     make(chan struct{}, 1),
+		exports:  make(chan struct{}, maxExports),
 	}
 	if l.logger == nil {
 		l.logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -62,6 +62,13 @@ func (c *fakeClock) Now() time.Time {
 	return c.t
 }
 
+// advance moves the clock d forward.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 // newLog opens a Log on db that is closed when t ends (before db).
 func newLog(t testing.TB, db *store.DB, cfg Config) *Log {
 	t.Helper()

@@ -3,7 +3,7 @@ package audit
 // Origin says who asks, from where, in which request. Domain operations
 // take one and copy it into every event they write.
 type Origin struct {
-	Actor     string // "user:alice", "machine:ci", "token:<id>", "system:dev"; "" means anonymous
+	Actor     string // "user:alice", "machine:ci", "system:dev"; "" means anonymous
 	Source    string // client IP address
 	RequestID string
 }

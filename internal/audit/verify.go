@@ -5,12 +5,12 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"time"
 )
 
 // Problem is the first inconsistency Verify found.
@@ -22,7 +22,7 @@ type Problem struct {
 // Report is the result of Verify.
 type Report struct {
 	OK          bool   `json:"ok"`
-	Events      int64  `json:"events"`      // events verified (before FirstBad, if any)
+	Events      int64  `json:"events"`      // events whose hash and link were verified
 	Checkpoints int    `json:"checkpoints"` // checkpoints verified
 	Head        string `json:"head"`        // hash of the last verified event
 	// Checkpointed is the seq of the last verified checkpoint. Events after
@@ -45,6 +45,11 @@ type verifier struct {
 	next    int64  // the seq the next event must have
 	prevRaw []byte // hash of event next-1 (genesis: zeros)
 	rep     Report
+
+	// tailSeq and tailTime are the seq and time of the first event after
+	// the last verified checkpoint (tailSeq 0: there is none).
+	tailSeq  int64
+	tailTime time.Time
 }
 
 // newVerifier starts at genesis; cps may be nil for no checkpoints.
@@ -107,6 +112,11 @@ func (v *verifier) event(ev Event, derr error) (*Problem, error) {
 	v.next++
 	v.rep.Events++
 	v.rep.Head = h
+	if v.rep.Checkpointed == ev.Seq {
+		v.tailSeq = 0
+	} else if v.tailSeq == 0 {
+		v.tailSeq, v.tailTime = ev.Seq, ev.Time
+	}
 	return nil, nil
 }
 
@@ -120,12 +130,8 @@ func (v *verifier) checkpoint(ev Event) *Problem {
 	if cp.Hash != ev.Hash {
 		return &Problem{cp.Seq, "event differs from the one the signed checkpoint at this seq covers (chain rewritten)"}
 	}
-	if v.pub != nil {
-		msg, err := CheckpointMessage(cp.Seq, cp.Hash, cp.Time)
-		sig, serr := base64.StdEncoding.Strict().DecodeString(cp.Signature)
-		if err != nil || serr != nil || !ed25519.Verify(v.pub, msg, sig) {
-			return &Problem{cp.Seq, "checkpoint signature is invalid"}
-		}
+	if v.pub != nil && !validSignature(v.pub, cp) {
+		return &Problem{cp.Seq, "checkpoint signature is invalid"}
 	}
 	v.rep.Checkpoints++
 	v.rep.Checkpointed = cp.Seq
@@ -137,6 +143,23 @@ func (v *verifier) finish() *Problem {
 	if v.haveCP {
 		return &Problem{v.next, fmt.Sprintf("events %d to %d are missing (tail deleted): the checkpoint at seq %d is beyond the last event",
 			v.next, v.cp.Seq, v.cp.Seq)}
+	}
+	return nil
+}
+
+// unsigned reports the first event after the last checkpoint if it is
+// older than maxAge at now, or if more than maxEvents events follow the
+// last checkpoint: checkpoints are written more often than that, so the
+// ones covering it were probably deleted.
+func (v *verifier) unsigned(now time.Time, maxAge time.Duration, maxEvents int64) *Problem {
+	if v.tailSeq == 0 {
+		return nil
+	}
+	if now.Sub(v.tailTime) > maxAge {
+		return &Problem{v.tailSeq, fmt.Sprintf("not covered by a signed checkpoint although it is older than %s: checkpoints may have been deleted", maxAge)}
+	}
+	if n := v.next - v.tailSeq; n > maxEvents {
+		return &Problem{v.tailSeq, fmt.Sprintf("not covered by a signed checkpoint although %d events follow the last checkpoint, more than %d: checkpoints may have been deleted", n, maxEvents)}
 	}
 	return nil
 }
@@ -153,16 +176,27 @@ func (v *verifier) report(p *Problem) Report {
 // and link, checks that seqs run from 1 without gaps, that every checkpoint
 // names an event with its hash and (if pub is not nil) carries a valid
 // signature by pub, and that no checkpoint lies beyond the last event.
+//
+// With pub, Verify also requires the chain to be signed: the first event
+// after the last checkpoint (or event 1 when there is no checkpoint) must
+// not be older than 2×CheckpointInterval by the Log's clock, and at most
+// 2×CheckpointEvery events may follow the last checkpoint. A running,
+// unsealed server checkpoints far more often, so an older or longer
+// unsigned tail means checkpoints were deleted (perhaps to hide a rewritten
+// chain) or that checkpointing has failed for a while; both need looking
+// into.
+//
 // Memory use does not grow with the chain. Events and checkpoints written
-// while Verify runs may be left out. Verify calls on one Log run one at a
-// time: each holds two read connections, and several at once could take
-// all of SQLite's and wait on each other.
+// while Verify runs may be left out. Verify holds one read connection while
+// it runs (checkpoints are read in pages beside it); Verify calls on one
+// Log run one at a time.
 //
 // A broken chain is reported in the Report (OK false, FirstBad the lowest
 // bad seq); the error is only for failures to read.
 func (l *Log) Verify(ctx context.Context, pub ed25519.PublicKey) (Report, error) {
 	l.verifyMu.Lock()
 	defer l.verifyMu.Unlock()
+	now := l.now()
 	// Read the checkpoint bound first: a checkpoint only names a committed
 	// event, so every checkpoint up to cpMax names an event up to evMax.
 	var cpMax, evMax int64
@@ -172,23 +206,7 @@ func (l *Log) Verify(ctx context.Context, pub ed25519.PublicKey) (Report, error)
 	if err := l.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&evMax); err != nil {
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
-	rows, err := l.db.QueryContext(ctx,
-		`SELECT seq, hash, time_us, signature FROM audit_checkpoints WHERE seq <= $1 ORDER BY seq`, cpMax)
-	if err != nil {
-		return Report{}, fmt.Errorf("audit: verify: read checkpoints: %w", err)
-	}
-	defer rows.Close()
-	cps := func() (Checkpoint, bool, error) {
-		if !rows.Next() {
-			if err := rows.Err(); err != nil {
-				return Checkpoint{}, false, fmt.Errorf("audit: verify: read checkpoints: %w", err)
-			}
-			return Checkpoint{}, false, nil
-		}
-		cp, err := scanCheckpoint(rows)
-		return cp, err == nil, err
-	}
-	v, err := newVerifier(pub, cps)
+	v, err := newVerifier(pub, l.checkpointPager(ctx, cpMax))
 	if err != nil {
 		return Report{}, err
 	}
@@ -208,7 +226,40 @@ func (l *Log) Verify(ctx context.Context, pub ed25519.PublicKey) (Report, error)
 	if bad == nil {
 		bad = v.finish()
 	}
+	if bad == nil && pub != nil {
+		bad = v.unsigned(now, 2*l.interval, 2*int64(l.every))
+	}
 	return v.report(bad), nil
+}
+
+// checkpointPage is how many checkpoints Verify reads per query.
+const checkpointPage = 1000
+
+// checkpointPager returns the checkpoints with seq <= maxSeq one at a time
+// in seq order, reading them a page at a time so that no connection is
+// held between pages.
+func (l *Log) checkpointPager(ctx context.Context, maxSeq int64) func() (Checkpoint, bool, error) {
+	var page []Checkpoint
+	var after int64
+	done := maxSeq == 0
+	return func() (Checkpoint, bool, error) {
+		if len(page) == 0 && !done {
+			var err error
+			if page, err = l.readCheckpoints(ctx, after, maxSeq, checkpointPage); err != nil {
+				return Checkpoint{}, false, fmt.Errorf("audit: verify: %w", err)
+			}
+			done = len(page) < checkpointPage
+			if len(page) > 0 {
+				after = page[len(page)-1].Seq
+			}
+		}
+		if len(page) == 0 {
+			return Checkpoint{}, false, nil
+		}
+		cp := page[0]
+		page = page[1:]
+		return cp, true, nil
+	}
 }
 
 // VerifyStream verifies an Export of the whole log (JSON Lines from seq 1)

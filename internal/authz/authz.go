@@ -24,7 +24,10 @@
 // Authorizer compares it with the version it loaded at most once per
 // Config.ReloadInterval, during a Check or Authorize, reloading the
 // policies when it changed. A change made through an Authorizer is seen by
-// that Authorizer at once.
+// that Authorizer at once. If the checks keep failing for longer than
+// Config.FailClosedAfter, Check and Authorize fail closed
+// (errkind.Unavailable) until one succeeds: a server cut off from the
+// database must not go on applying policies that may have been tightened.
 package authz
 
 import (
@@ -32,12 +35,16 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -67,6 +74,12 @@ type Config struct {
 	// ReloadInterval is the least time between two checks of the database
 	// for policy changes made by other servers. Zero: 1 second.
 	ReloadInterval time.Duration
+	// FailClosedAfter is how long Check and Authorize go on deciding with
+	// the policies loaded while checks of the database for changes keep
+	// failing (a forbid added by another server would not apply); after
+	// that they return errkind.Unavailable until a check succeeds. Zero:
+	// 10 × ReloadInterval.
+	FailClosedAfter time.Duration
 }
 
 // Request asks whether Principal may do Action on Resource.
@@ -75,6 +88,15 @@ type Request struct {
 	Action    string // an Action constant: "checkout"
 	Resource  UID
 	Context   Context
+	// Details are recorded in the audit event of Authorize besides its own,
+	// to tell apart requests that are otherwise alike: the API passes
+	// {"method": "DELETE", "path": "/v1/users/{name}"} (the route pattern).
+	// At most 8; each key matches ^[a-z][a-z0-9_]{0,31}$ and is not one of
+	// the event's own (action, principal, policies, via, errors), else
+	// Authorize fails with errkind.Invalid; each value is clipped to 256
+	// bytes on a character boundary, invalid UTF-8 and control characters
+	// replaced by U+FFFD. Never a secret. Nil: none. Check ignores them.
+	Details map[string]string
 }
 
 // Decision is the answer to a Request.
@@ -104,12 +126,16 @@ type Authorizer struct {
 	now      func() time.Time
 	loc      *time.Location
 	interval time.Duration
+	closeAft time.Duration // Config.FailClosedAfter, defaulted
 	model    *model
 
 	set       atomic.Pointer[policySet]    // the policies in force; replaced whole by Reload
 	lastCheck atomic.Int64                 // a.now() in Unix ns of the last version check
 	loadMu    sync.Mutex                   // serialises load, so sets replace each other in version order
 	minute    atomic.Pointer[minuteRecord] // context.time of the latest minute asked for
+	// failingSince is a.now() in Unix ns of the first failed Reload since
+	// the last one that succeeded; 0 while they succeed.
+	failingSince atomic.Int64
 }
 
 // minuteRecord is context.time for the minute starting at unix (seconds).
@@ -156,7 +182,7 @@ func New(ctx context.Context, cfg Config) (*Authorizer, error) {
 		return nil, errkind.New(errkind.Invalid, "authz: no audit log configured")
 	case cfg.Entities == nil:
 		return nil, errkind.New(errkind.Invalid, "authz: no entity resolver configured")
-	case cfg.ReloadInterval < 0:
+	case cfg.ReloadInterval < 0 || cfg.FailClosedAfter < 0:
 		return nil, errkind.New(errkind.Invalid, "authz: negative reload interval")
 	}
 	m, err := newModel()
@@ -165,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*Authorizer, error) {
 	}
 	a := &Authorizer{
 		db: cfg.DB, audit: cfg.Audit, resolver: cfg.Entities, logger: cfg.Logger,
-		now: cfg.Now, loc: cfg.Location, interval: cfg.ReloadInterval, model: m,
+		now: cfg.Now, loc: cfg.Location, interval: cfg.ReloadInterval, closeAft: cfg.FailClosedAfter, model: m,
 	}
 	if a.logger == nil {
 		a.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -178,6 +204,9 @@ func New(ctx context.Context, cfg Config) (*Authorizer, error) {
 	}
 	if a.interval == 0 {
 		a.interval = time.Second
+	}
+	if a.closeAft == 0 {
+		a.closeAft = 10 * a.interval
 	}
 	if err := a.migrate(ctx); err != nil {
 		return nil, err
@@ -195,19 +224,30 @@ func New(ctx context.Context, cfg Config) (*Authorizer, error) {
 // caller audits the call itself. An error (errkind.Invalid for a request
 // the schema does not admit; the resolver's error) comes with a deny.
 func (a *Authorizer) Check(ctx context.Context, req Request) (Decision, error) {
-	a.maybeReload(ctx)
-	return a.evaluate(ctx, req, a.set.Load(), false)
+	s, err := a.current(ctx)
+	if err != nil {
+		return deny(), err
+	}
+	return a.evaluate(ctx, req, s, false)
 }
 
 // Authorize evaluates req and writes the decision to the audit log (action
 // "authz.decide", resource req.Resource, outcome allow or deny, details
-// action, principal, via and the deciding policy ids). It returns an
+// action, principal, via and the deciding policy ids, plus req.Details). It returns an
 // allowing Decision only once the event is committed: if the audit log
 // cannot take it, the error is errkind.Unavailable and the Decision denies.
-// Evaluation errors are returned as by Check, unaudited.
+// Evaluation errors, and policies that could not be reloaded for too
+// long, are returned as by Check, unaudited.
 func (a *Authorizer) Authorize(ctx context.Context, o audit.Origin, req Request) (Decision, error) {
-	a.maybeReload(ctx)
-	d, err := a.evaluate(ctx, req, a.set.Load(), false)
+	extra, err := requestDetails(req.Details)
+	if err != nil {
+		return deny(), err
+	}
+	s, err := a.current(ctx)
+	if err != nil {
+		return deny(), err
+	}
+	d, err := a.evaluate(ctx, req, s, false)
 	if err != nil {
 		return d, err
 	}
@@ -228,6 +268,7 @@ func (a *Authorizer) Authorize(ctx context.Context, o audit.Origin, req Request)
 	if len(d.Errors) > 0 {
 		details["errors"] = strconv.Itoa(len(d.Errors))
 	}
+	maps.Copy(details, extra)
 	if _, err := a.audit.Append(ctx, o.Event("authz.decide", req.Resource.String(), outcome, details)); err != nil {
 		return deny(), errkind.New(errkind.Unavailable, "authz: audit decision: %w", err)
 	}
@@ -289,10 +330,24 @@ func (f fullSet) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 	}
 }
 
+// current returns the policies in force after maybeReload, or an
+// errkind.Unavailable error once reloads have kept failing for longer than
+// FailClosedAfter: a change made by another server, perhaps a forbid,
+// might be missing from them.
+func (a *Authorizer) current(ctx context.Context) (*policySet, error) {
+	a.maybeReload(ctx)
+	if since := a.failingSince.Load(); since != 0 && a.now().UnixNano()-since > int64(a.closeAft) {
+		return nil, errkind.New(errkind.Unavailable, "authz: policies could not be reloaded since %s",
+			time.Unix(0, since).UTC().Format(time.RFC3339))
+	}
+	return a.set.Load(), nil
+}
+
 // maybeReload checks the database's policy version if ReloadInterval has
 // passed since the last check, and reloads when it changed. One caller at a
 // time checks; the others go on with the policies in force. A failure is
-// logged and the policies in force stay; the next check retries.
+// logged and the policies in force stay, for FailClosedAfter at most (see
+// current); the next check retries.
 func (a *Authorizer) maybeReload(ctx context.Context) {
 	now := a.now().UnixNano()
 	last := a.lastCheck.Load()
@@ -303,8 +358,61 @@ func (a *Authorizer) maybeReload(ctx context.Context) {
 		return
 	}
 	if err := a.Reload(ctx); err != nil {
-		a.logger.Warn("authz: policy reload failed; keeping the loaded policies", "err", err)
+		a.logger.Warn("authz: policy reload failed; keeping the loaded policies for now", "err", err,
+			"failing_since", time.Unix(0, a.failingSince.Load()).UTC())
 	}
+}
+
+// Bounds of Request.Details.
+const (
+	maxDetails     = 8
+	maxDetailValue = 256
+)
+
+var detailKeyPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// requestDetails checks and cleans Request.Details for the audit event.
+func requestDetails(in map[string]string) (map[string]string, error) {
+	if len(in) > maxDetails {
+		return nil, errkind.New(errkind.Invalid, "authz: %d request details, more than %d", len(in), maxDetails)
+	}
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		switch k {
+		case "action", "principal", "policies", "via", "errors":
+			return nil, errkind.New(errkind.Invalid, "authz: request detail %q is a detail of the decision itself", k)
+		}
+		if !detailKeyPattern.MatchString(k) {
+			return nil, errkind.New(errkind.Invalid, "authz: request detail key %q does not match %s", clip(k), detailKeyPattern)
+		}
+		out[k] = cleanText(v, maxDetailValue)
+	}
+	return out, nil
+}
+
+// cleanText returns s with invalid UTF-8 and control characters replaced
+// by U+FFFD, clipped to at most limit bytes without splitting a character.
+func cleanText(s string, limit int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
+	return clipBytes(s, limit)
+}
+
+// clipBytes returns the longest prefix of s of at most limit bytes that
+// does not split a UTF-8 sequence.
+func clipBytes(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	i := limit
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
 }
 
 // joinClipped joins ids with commas into at most limit bytes, ending with

@@ -272,10 +272,21 @@ func (a *Authorizer) reloadAfterChange(ctx context.Context) {
 
 // Reload loads the stored policies if their version differs from the one
 // in force. Calling it is never needed (Check and Authorize check
-// periodically); it serves tests and an operator's reload.
+// periodically); it serves tests and an operator's reload. It records when
+// reloads started failing, for Config.FailClosedAfter.
 func (a *Authorizer) Reload(ctx context.Context) error {
 	a.loadMu.Lock()
 	defer a.loadMu.Unlock()
+	if err := a.reloadLocked(ctx); err != nil {
+		a.failingSince.CompareAndSwap(0, a.now().UnixNano())
+		return err
+	}
+	a.failingSince.Store(0)
+	return nil
+}
+
+// reloadLocked is Reload; a.loadMu is held.
+func (a *Authorizer) reloadLocked(ctx context.Context) error {
 	cur := a.set.Load()
 	// The version is read before the rows, so the rows are at least as new
 	// as it: a change racing the read is reloaded again on the next check.

@@ -118,7 +118,7 @@ func isIdent(s string) bool {
 // clip shortens s for an error message.
 func clip(s string) string {
 	if len(s) > 64 {
-		return s[:64] + "..."
+		return clipBytes(s, 64) + "..."
 	}
 	return s
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"fmt"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -20,7 +21,7 @@ func (e *env) auditCommand() *cobra.Command {
 
 // filterFlags registers the event filters shared by ls and export.
 func filterFlags(cmd *cobra.Command, f *client.AuditFilter, since, until *string) {
-	cmd.Flags().StringVar(&f.Actor, "actor", "", "only events by this actor (e.g. token:ab12…)")
+	cmd.Flags().StringVar(&f.Actor, "actor", "", "only events by this actor (e.g. user:alice, machine:ci, system:dev, anonymous)")
 	cmd.Flags().StringVar(&f.Action, "action", "", "only events with this action (e.g. sys.unseal)")
 	cmd.Flags().StringVar(since, "since", "", "only events at or after this time (RFC 3339, or a duration such as 1h meaning that long ago)")
 	cmd.Flags().StringVar(until, "until", "", "only events before this time (RFC 3339 or duration ago)")
@@ -59,8 +60,13 @@ func (e *env) auditListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
-		Short:   "List audit events, oldest first",
-		Args:    cobra.NoArgs,
+		Short:   "List the newest audit events (or page forward with --after), oldest first",
+		Long: `List audit events, oldest first.
+
+By default ls shows the newest --limit events that match. --before SEQ shows
+the newest ones before that event (page backwards); --after SEQ shows the
+oldest ones after it (page forwards; --after 0 starts at the first event).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
@@ -70,23 +76,39 @@ func (e *env) auditListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			evs, err := c.AuditList(cmd.Context(), f)
+			f.Desc = !cmd.Flags().Changed("after")
+			page, err := c.AuditList(cmd.Context(), f)
 			if err != nil {
 				return err
 			}
+			evs := page.Events
 			if evs == nil {
 				evs = []audit.Event{}
 			}
-			return e.print(evs, func(w *tabwriter.Writer) {
+			if f.Desc {
+				slices.Reverse(evs)
+			}
+			if err := e.print(evs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "SEQ\tTIME\tACTOR\tACTION\tRESOURCE\tOUTCOME\tSOURCE")
 				for _, ev := range evs {
 					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Format(time.RFC3339), ev.Actor, ev.Action, dash(ev.Resource), ev.Outcome, dash(ev.Source))
 				}
-			})
+			}); err != nil {
+				return err
+			}
+			if page.More && e.format == "table" && len(evs) > 0 {
+				if f.Desc {
+					fmt.Fprintf(e.stderr, "(showing the last %d matching events; use --before %d for older ones, or --after/--limit to page)\n", len(evs), evs[0].Seq)
+				} else {
+					fmt.Fprintf(e.stderr, "(showing %d matching events; use --after %d for the next ones)\n", len(evs), evs[len(evs)-1].Seq)
+				}
+			}
+			return nil
 		},
 	}
 	filterFlags(cmd, &fa.filter, &fa.since, &fa.until)
-	cmd.Flags().Int64Var(&fa.filter.After, "after", 0, "only events after this sequence number (for paging)")
+	cmd.Flags().Int64Var(&fa.filter.After, "after", 0, "show the oldest events after this sequence number (page forwards)")
+	cmd.Flags().Int64Var(&fa.filter.Before, "before", 0, "show the newest events before this sequence number (page backwards)")
 	cmd.Flags().IntVar(&fa.filter.Limit, "limit", 100, "at most this many events (1..1000)")
 	return cmd
 }

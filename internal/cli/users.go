@@ -16,6 +16,7 @@ func (e *env) userCommand() *cobra.Command {
 		e.userActionCommand("disable", "Disable a user and revoke all of their tokens", (*client.Client).DisableUser),
 		e.userActionCommand("enable", "Let a disabled user log in again", (*client.Client).EnableUser),
 		e.userDeleteCommand())
+	cmd.AddCommand(e.userResetMFACommand())
 	return cmd
 }
 

@@ -24,7 +24,9 @@ type Config struct {
 	Addr   string // https://host:port; "" means https://127.0.0.1:8200
 	Token  string // sent as a bearer token; "" for open endpoints
 	CACert string // PEM file of the CA to trust; "" means the system roots
-	// Timeout bounds each request; 0 means 60 seconds.
+	// Timeout bounds each request-and-answer call; 0 means 60 seconds.
+	// Streams (audit export) and waits (checkout --wait) are bounded only
+	// by their context.
 	Timeout time.Duration
 }
 
@@ -33,9 +35,10 @@ const DefaultAddr = "https://127.0.0.1:8200"
 
 // Client calls the API. It is safe for concurrent use.
 type Client struct {
-	base  *url.URL
-	token string
-	http  *http.Client
+	base    *url.URL
+	token   string
+	timeout time.Duration // per call of do; 0: none
+	http    *http.Client
 }
 
 // New returns a client for cfg.
@@ -58,7 +61,15 @@ func New(cfg Config) (*Client, error) {
 		cfg.Timeout = 60 * time.Second
 	}
 	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}
-	return &Client{base: u, token: cfg.Token, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
+	return &Client{base: u, token: cfg.Token, timeout: cfg.Timeout, http: &http.Client{Transport: tr}}, nil
+}
+
+// WithoutTimeout returns a client whose calls are bounded only by their
+// context, for requests that wait on purpose (checkout --wait).
+func (c *Client) WithoutTimeout() *Client {
+	cc := *c
+	cc.timeout = 0
+	return &cc
 }
 
 // Error is an error answer from the server.
@@ -83,6 +94,11 @@ func IsCode(err error, code string) bool {
 // into out (when non-nil). okStatuses lists additional statuses whose body
 // is a normal answer rather than an error.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any, okStatuses ...int) error {
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	resp, err := c.send(ctx, method, path, query, in)
 	if err != nil {
 		return err

@@ -33,6 +33,15 @@
 // simpler than two, and leaves nothing to keep consistent when a user is
 // created, disabled or deleted.
 //
+// The count is taken before the password is checked: each attempt first
+// takes a place in its name's count, in one atomic statement that refuses
+// when the name is locked or MaxFailures places are taken, and keeps it if
+// it fails (the MaxFailures-th failure locks the name); a success clears
+// the count, and an attempt that is not a failure (a missing TOTP code, an
+// error before the check) gives its place back. So parallel attempts
+// cannot get more than MaxFailures password checks per name and lockout
+// period. The per-source limit works the same way, in memory.
+//
 // A row is keyed by the barrier's HMAC-SHA256 of the name (Cipher.MAC,
 // purpose "identity.login_name"), not by the name or a plain hash of it: a
 // name may be a mistyped password, and an unkeyed hash could be reversed by
@@ -42,11 +51,11 @@
 // then it is refused, even with the right password. Audit events and logs
 // name only existing users, never an unknown name.
 //
-// The table is bounded by the names that failed recently: a failure more
-// than LockoutDuration after the name's previous one starts the count
-// again, so a row whose lock has ended and whose last failure is older than
-// that means nothing, and each failed login deletes a few such rows after
-// it commits.
+// The table is bounded by the names that failed recently: an attempt more
+// than LockoutDuration after the name's previous one, or after its lock
+// ended, starts the count again, so a row whose lock has ended and whose
+// last attempt is older than that means nothing, and each failed login
+// deletes a few such rows after it commits.
 //
 // # Key rotation
 //
@@ -117,8 +126,10 @@ type Config struct {
 	// MaxFailures consecutive failed logins with one user name (whether or
 	// not a user of that name exists, is active or has a password; wrong
 	// password or wrong code) lock that name for LockoutDuration. Failures
-	// more than LockoutDuration apart do not add up. The count is kept in
-	// the database, so it holds across processes. Zero: 5.
+	// more than LockoutDuration apart do not add up. Attempts being checked
+	// count until they succeed, so at most MaxFailures are checked at once.
+	// The count is kept in the database, so it holds across processes.
+	// Zero: 5.
 	MaxFailures int
 	// LockoutDuration is how long a lockout lasts, and how long a failure
 	// counts towards one. Zero: 15m.
@@ -127,8 +138,11 @@ type Config struct {
 	// SourceRate is the rate, in failed logins per second, at which each
 	// source address (IPv4 address or IPv6 /64) regains attempts, and
 	// SourceBurst how many failures it may have in a row; then its logins
-	// fail with errkind.RateLimited until it regains one. The buckets live
-	// in memory, per process. Zero: 10 per minute (1/6 per second), burst 10.
+	// fail with errkind.RateLimited until it regains one. Attempts being
+	// checked count until they succeed, so at most SourceBurst run at once.
+	// The buckets live in memory, per process, at most 100,000 of them
+	// (then the least recently used is forgotten). Zero: 10 per minute
+	// (1/6 per second), burst 10.
 	SourceRate  float64
 	SourceBurst int
 
@@ -159,6 +173,11 @@ type Directory struct {
 	// hookMu protects hooks.
 	hookMu sync.Mutex
 	hooks  []func(ctx context.Context, ev LifecycleEvent)
+
+	// Tests set these before use to interleave concurrent work at fixed
+	// points; nil otherwise.
+	testAfterSecondFactor func()           // in Login's transaction, after the second factor is spent
+	testConfirmRead       func(tx *sql.Tx) // in ConfirmTOTP's transaction, after the enrollment is read
 }
 
 // New checks cfg, migrates identity's tables and returns a Directory.

@@ -32,42 +32,68 @@ func (d *Directory) lockKey(ctx context.Context, user string) (nameKey, error) {
 	return mac, nil
 }
 
-// lockedUntil returns when the lockout of the name k ends (the zero time,
-// or a time in the past, when it is not locked).
-func (d *Directory) lockedUntil(ctx context.Context, k nameKey) (time.Time, error) {
-	var until int64
-	err := d.db.QueryRowContext(ctx, `SELECT locked_until FROM identity_login_failures WHERE name_mac = $1`, []byte(k)).Scan(&until)
-	if errNoRows(err) {
-		return time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("identity: read lockout: %w", err)
-	}
-	return store.FromMicros(until), nil
-}
-
-// countFailureTx counts a failed login of the name k at now in tx and, at
-// MaxFailures, locks the name until now+LockoutDuration: it returns that
-// time, or the zero time when the name is not locked by this failure. A
-// failure more than LockoutDuration after the previous one starts the
-// count again.
-func (d *Directory) countFailureTx(ctx context.Context, tx *sql.Tx, k nameKey, now time.Time) (failures int, lockedUntil time.Time, err error) {
+// reserveName takes a place in the failure count of the name k at now,
+// before a password is checked, in a statement of its own that commits at
+// once, so that concurrent attempts see each other: at most MaxFailures
+// attempts with one name can be checked within LockoutDuration, however
+// many run at once. It reports false, taking nothing, while the name is
+// locked or its count is full. A failed attempt keeps its place (it is its
+// failure; see lockIfFullTx); any other result gives it back
+// (refundName), and a success clears the count (resetFailuresTx).
+//
+// A count whose last attempt is more than LockoutDuration old, or whose
+// lock has ended, starts again at 1. The statement is atomic on both
+// backends: PostgreSQL locks the row for the upsert, SQLite has one
+// writer.
+func (d *Directory) reserveName(ctx context.Context, k nameKey, now time.Time) (bool, error) {
 	nowUS := store.Micros(now)
 	stale := store.Micros(now.Add(-d.cfg.LockoutDuration))
-	err = tx.QueryRowContext(ctx, `INSERT INTO identity_login_failures (name_mac, failures, last_failure_at) VALUES ($1, 1, $2)
+	var failures int
+	err := d.db.QueryRowContext(ctx, `INSERT INTO identity_login_failures (name_mac, failures, last_failure_at, locked_until)
+		VALUES ($1, 1, $2, 0)
 		ON CONFLICT (name_mac) DO UPDATE SET
-			failures = CASE WHEN identity_login_failures.last_failure_at < $3 THEN 1 ELSE identity_login_failures.failures + 1 END,
+			failures = CASE WHEN identity_login_failures.locked_until > 0 OR identity_login_failures.last_failure_at < $3
+				THEN 1 ELSE identity_login_failures.failures + 1 END,
+			locked_until = 0,
 			last_failure_at = excluded.last_failure_at
-		RETURNING failures`, []byte(k), nowUS, stale).Scan(&failures)
+		WHERE identity_login_failures.locked_until <= $2 AND (identity_login_failures.failures < $4
+			OR identity_login_failures.locked_until > 0 OR identity_login_failures.last_failure_at < $3)
+		RETURNING failures`, []byte(k), nowUS, stale, d.cfg.MaxFailures).Scan(&failures)
+	if errNoRows(err) {
+		return false, nil
+	}
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("identity: count failed login: %w", err)
+		return false, fmt.Errorf("identity: count login attempt: %w", err)
 	}
-	if failures < d.cfg.MaxFailures {
-		return failures, time.Time{}, nil
+	return true, nil
+}
+
+// refundName gives back the place an attempt took in the count of the
+// name k, unless the name got locked meanwhile (then the count no longer
+// matters). It runs in a statement of its own; an error is only logged.
+func (d *Directory) refundName(ctx context.Context, k nameKey) {
+	_, err := d.db.ExecContext(ctx, `UPDATE identity_login_failures SET failures = failures - 1
+		WHERE name_mac = $1 AND failures > 0 AND locked_until = 0`, []byte(k))
+	if err != nil {
+		d.logger.WarnContext(ctx, "identity: give back a login attempt", "err", err)
 	}
+}
+
+// lockIfFullTx, for a failed attempt that reserved its place in the count
+// of the name k, locks the name until now+LockoutDuration once the count
+// reaches MaxFailures, in tx: it returns the count and that time, or the
+// zero time when this failure locked nothing (not full, or locked already).
+// The count holds attempts still being checked too, so concurrent attempts
+// lock the name as soon as the first of MaxFailures fails.
+func (d *Directory) lockIfFullTx(ctx context.Context, tx *sql.Tx, k nameKey, now time.Time) (failures int, lockedUntil time.Time, err error) {
 	until := now.Add(d.cfg.LockoutDuration)
-	if _, err := tx.ExecContext(ctx, `UPDATE identity_login_failures SET failures = 0, locked_until = $1 WHERE name_mac = $2`,
-		store.Micros(until), []byte(k)); err != nil {
+	err = tx.QueryRowContext(ctx, `UPDATE identity_login_failures SET locked_until = $1
+		WHERE name_mac = $2 AND locked_until = 0 AND failures >= $3 RETURNING failures`,
+		store.Micros(until), []byte(k), d.cfg.MaxFailures).Scan(&failures)
+	if errNoRows(err) {
+		return 0, time.Time{}, nil
+	}
+	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("identity: lock user name: %w", err)
 	}
 	return failures, until, nil
@@ -100,9 +126,8 @@ func (d *Directory) unlockTx(ctx context.Context, tx *sql.Tx, k nameKey) error {
 }
 
 // pruneFailures deletes up to pruneBatch rows of identity_login_failures
-// that no longer count at now: their lock has ended and their last failure
-// is older than LockoutDuration (countFailureTx would start them again at
-// 1). It runs after a failed login commits, in a statement of its own, so
+// that no longer count at now: their lock has ended and their last attempt
+// is older than LockoutDuration (reserveName would start them again at 1). It runs after a failed login commits, in a statement of its own, so
 // that it never holds a row lock while waiting for another; an error is
 // only logged.
 func (d *Directory) pruneFailures(ctx context.Context, now time.Time) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/errkind"
+	"github.com/warderhq/warder/internal/store"
 )
 
 // LoginRequest is a user's login attempt.
@@ -57,15 +58,26 @@ type loginUser struct {
 // LockoutDuration ("auth.lockout"; see the package doc). SourceBurst
 // failures (of any kind) from one source make it wait (also "auth.lockout"
 // when it happens). Both then return ErrRateLimited without checking the
-// password. A TOTP code is accepted once: a code of the same or an earlier
-// step than the last one accepted is refused. A successful login clears the
-// name's failure count, and rehashes the password if its stored Argon2id
+// password.
+//
+// Both limits hold for concurrent attempts: an attempt takes its place in
+// the source's bucket and in the name's count before the password is
+// checked, keeps them if it fails, and gives them back if it succeeds or
+// stops for a missing TOTP code. So no more than SourceBurst attempts from
+// one source, and MaxFailures with one name, are ever checked at once or
+// in a row.
+//
+// A TOTP code is accepted once: a code of the same or an earlier step than
+// the last one accepted is refused. A successful login clears the name's
+// failure count, and rehashes the password if its stored Argon2id
 // parameters are not the current ones. Login needs the barrier unsealed.
 func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest) (string, Token, error) {
 	now := d.now()
-	if !d.limiter.allowed(req.Source, now) {
-		return "", Token{}, d.loginFailed(ctx, o, req, "user", "rate_limited", nil, ErrRateLimited)
+	at, ok := d.startAttempt(req.Source, now)
+	if !ok {
+		return "", Token{}, d.loginFailed(ctx, o, &attempt{}, "user", "rate_limited", ErrRateLimited)
 	}
+	defer d.release(ctx, at)
 	key, err := d.lockKey(ctx, req.User)
 	if err != nil {
 		return "", Token{}, err
@@ -78,26 +90,31 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	if u.exists {
 		resource = "user:" + req.User
 	}
-	lockedUntil, err := d.lockedUntil(ctx, key)
+	reserved, err := d.reserveName(ctx, key, now)
 	if err != nil {
 		return "", Token{}, err
 	}
-	if now.Before(lockedUntil) {
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "locked", nil, ErrRateLimited)
+	if !reserved {
+		at.keep = true // counts against the source
+		return "", Token{}, d.loginFailed(ctx, o, at, resource, "locked", ErrRateLimited)
 	}
+	at.key = key
+	// From here on the attempt counts, whatever happens to the request,
+	// unless it is shown not to be a failure.
+	at.keep = true
 	ok, rehash, err := d.verify(ctx, u.hash, req.Password)
 	if err != nil {
 		return "", Token{}, err
 	}
 	switch {
 	case !u.exists:
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "unknown_user", key, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, at, resource, "unknown_user", ErrBadCredentials)
 	case u.status != StatusActive:
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "disabled", key, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, at, resource, "disabled", ErrBadCredentials)
 	case u.hash == "":
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "no_password", key, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, at, resource, "no_password", ErrBadCredentials)
 	case !ok:
-		return "", Token{}, d.loginFailed(ctx, o, req, resource, "bad_password", key, ErrBadCredentials)
+		return "", Token{}, d.loginFailed(ctx, o, at, resource, "bad_password", ErrBadCredentials)
 	}
 
 	// The password is right.
@@ -108,6 +125,7 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	defer clear(tr.secret)
 	mfa := tr.secret != nil && tr.confirmed
 	if mfa && strings.TrimSpace(req.TOTP) == "" {
+		at.keep = false // not a failure: the password was right
 		return "", Token{}, d.loginDenied(ctx, o, resource, "mfa_required", ErrMFARequired)
 	}
 	var step int64
@@ -130,6 +148,12 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	p := Principal{KindUser, req.User}
 	err = d.db.InTx(ctx, func(tx *sql.Tx) error {
 		failure = nil
+		// The user's row is locked first, as DeleteUser does, before the
+		// rows that reference it (TOTP, recovery codes): two transactions
+		// locking them in opposite orders would deadlock on PostgreSQL.
+		if err := lockUserTx(ctx, d.db, tx, req.User); err != nil {
+			return err
+		}
 		method := "password"
 		var mfaAt time.Time
 		if mfa {
@@ -139,11 +163,14 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 			}
 			if !used {
 				failure = ErrBadMFACode
-				return d.loginFailedTx(ctx, tx, o, req, resource, "bad_code", key, now)
+				return d.loginFailedTx(ctx, tx, o, at, resource, "bad_code", now)
 			}
 			method, mfaAt = "password+totp", now
 			if !totpOK {
 				method = "password+recovery_code"
+			}
+			if d.testAfterSecondFactor != nil {
+				d.testAfterSecondFactor()
 			}
 		}
 		// Check that the user is still active with this password (and
@@ -159,7 +186,7 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 		}
 		if n, _ := res.RowsAffected(); n == 0 { // disabled or password changed meanwhile
 			failure = ErrBadCredentials
-			return d.loginFailedTx(ctx, tx, o, req, resource, "changed", nil, now)
+			return d.loginFailedTx(ctx, tx, o, at, resource, "changed", now)
 		}
 		locked, err := d.resetFailuresTx(ctx, tx, key, now)
 		if err != nil {
@@ -167,7 +194,7 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 		}
 		if locked { // by failures since the lock was read
 			failure = ErrRateLimited
-			return d.loginFailedTx(ctx, tx, o, req, resource, "locked", nil, now)
+			return d.loginFailedTx(ctx, tx, o, at, resource, "locked", now)
 		}
 		presented, tok, err = d.IssueTx(ctx, tx, TokenSpec{Principal: p, TTL: d.cfg.UserTokenTTL, MaxTTL: d.cfg.UserTokenMaxTTL, MFAAt: mfaAt})
 		if err != nil {
@@ -190,6 +217,8 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	case failure != nil:
 		return "", Token{}, failure
 	}
+	// The commit cleared the name's count; the source gets its token back.
+	at.key, at.keep = nil, false
 	return presented, tok, nil
 }
 
@@ -240,34 +269,73 @@ func (d *Directory) loginDenied(ctx context.Context, o audit.Origin, resource, r
 	return ret
 }
 
+// attempt is what a login attempt holds of the limits: a token of its
+// source's bucket and, for a user's login, a place in its name's failure
+// count, both taken before any secret is checked. Unless keep is set (the
+// attempt failed, or got as far as checking a secret), release gives them
+// back.
+type attempt struct {
+	source    netip.Addr
+	token     bool    // a token of source's bucket is held
+	lastToken bool    // it was the source's last one
+	key       nameKey // the name whose count holds a place, or nil
+	keep      bool
+}
+
+// startAttempt takes a token of src's bucket at now; false if it has none
+// left.
+func (d *Directory) startAttempt(src netip.Addr, now time.Time) (*attempt, bool) {
+	ok, last := d.limiter.take(src, now)
+	if !ok {
+		return nil, false
+	}
+	return &attempt{source: src, token: true, lastToken: last}, true
+}
+
+// release gives back what at holds unless at.keep is set. It does so even
+// if ctx is cancelled.
+func (d *Directory) release(ctx context.Context, at *attempt) {
+	if at.keep {
+		return
+	}
+	if at.token {
+		d.limiter.refund(at.source, d.now())
+	}
+	if at.key != nil {
+		d.refundName(context.WithoutCancel(ctx), at.key)
+	}
+}
+
 // loginFailed records a failed attempt in a transaction of its own and
-// returns ret (or the store's error). When it counted a failure of the
-// name key, it then prunes stale counts.
-func (d *Directory) loginFailed(ctx context.Context, o audit.Origin, req LoginRequest, resource, reason string, key nameKey, ret error) error {
+// returns ret (or the store's error). The record is written even if ctx is
+// cancelled meanwhile: a client hanging up does not undo its failure. When
+// it counted a failure of a name, it then prunes stale counts.
+func (d *Directory) loginFailed(ctx context.Context, o audit.Origin, at *attempt, resource, reason string, ret error) error {
+	ctx = context.WithoutCancel(ctx)
 	now := d.now()
 	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
-		return d.loginFailedTx(ctx, tx, o, req, resource, reason, key, now)
+		return d.loginFailedTx(ctx, tx, o, at, resource, reason, now)
 	})
 	if err != nil {
 		return err
 	}
-	if key != nil {
+	if at.key != nil {
 		d.pruneFailures(ctx, now)
 	}
 	return ret
 }
 
-// loginFailedTx records a failed attempt in tx: unless key is nil the
-// consecutive failure of that user name (and its lockout), the source's
-// failure (and its lockout; attempts refused by the source limit itself are
-// not counted), and the audit events, all on resource, which names the
-// user only if they exist. The audit chain lock is taken last, as in every
-// transaction of this package, so that transactions on one user cannot
-// deadlock.
-func (d *Directory) loginFailedTx(ctx context.Context, tx *sql.Tx, o audit.Origin, req LoginRequest, resource, reason string, key nameKey, now time.Time) error {
+// loginFailedTx records a failed attempt in tx: it keeps what the attempt
+// holds of the limits (its place in the name's count, which may now lock
+// the name; its source's token), and writes the audit events, all on
+// resource, which names the user only if they exist. The audit chain lock
+// is taken last, as in every transaction of this package, so that
+// transactions on one user cannot deadlock.
+func (d *Directory) loginFailedTx(ctx context.Context, tx *sql.Tx, o audit.Origin, at *attempt, resource, reason string, now time.Time) error {
+	at.keep = true
 	var events []audit.Event
-	if key != nil {
-		n, until, err := d.countFailureTx(ctx, tx, key, now)
+	if at.key != nil {
+		n, until, err := d.lockIfFullTx(ctx, tx, at.key, now)
 		if err != nil {
 			return err
 		}
@@ -276,8 +344,8 @@ func (d *Directory) loginFailedTx(ctx context.Context, tx *sql.Tx, o audit.Origi
 				map[string]string{"scope": "user", "failures": fmt.Sprint(n), "until": until.UTC().Format(time.RFC3339)}))
 		}
 	}
-	if reason != "rate_limited" && d.limiter.fail(req.Source, now) {
-		events = append(events, o.Event("auth.lockout", "source:"+sourceKey(req.Source), audit.OutcomeDeny,
+	if at.lastToken {
+		events = append(events, o.Event("auth.lockout", "source:"+sourceKey(at.source), audit.OutcomeDeny,
 			map[string]string{"scope": "source"}))
 	}
 	events = append([]audit.Event{o.Event("auth.login", resource, audit.OutcomeDeny, map[string]string{"reason": reason})}, events...)
@@ -285,6 +353,23 @@ func (d *Directory) loginFailedTx(ctx context.Context, tx *sql.Tx, o audit.Origi
 		if err := d.appendTx(ctx, tx, ev); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// lockUserTx locks the row of user in identity_users for the rest of tx on
+// PostgreSQL (SQLite serialises write transactions anyway). Transactions
+// that change a user's TOTP enrollment or recovery codes, or log them in,
+// call it before touching those rows, so that every transaction locks a
+// user's rows in the order DeleteUser does: the user first.
+func lockUserTx(ctx context.Context, db *store.DB, tx *sql.Tx, user string) error {
+	if db.Kind() != store.Postgres {
+		return nil
+	}
+	var name string
+	err := tx.QueryRowContext(ctx, `SELECT name FROM identity_users WHERE name = $1 FOR UPDATE`, user).Scan(&name)
+	if err != nil && !errNoRows(err) {
+		return fmt.Errorf("identity: lock user: %w", err)
 	}
 	return nil
 }

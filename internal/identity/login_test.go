@@ -181,23 +181,6 @@ func TestSourceRateLimit(t *testing.T) {
 	})
 }
 
-func TestSourceLimiterBounded(t *testing.T) {
-	l := newSourceLimiter(1, 2)
-	now := time.Unix(0, 0)
-	for i := range maxBuckets + 10 {
-		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		l.fail(a, now)
-	}
-	if len(l.buckets) > maxBuckets {
-		t.Errorf("%d buckets, more than %d", len(l.buckets), maxBuckets)
-	}
-	// Later, refilled buckets are pruned to make room.
-	l.fail(netip.MustParseAddr("192.0.2.1"), now.Add(time.Hour))
-	if len(l.buckets) != 1 {
-		t.Errorf("%d buckets after pruning, want 1", len(l.buckets))
-	}
-}
-
 // TestLockoutSameForEveryName checks that lockout does not tell which names
 // exist: an unknown name, a disabled user, a user without a password and an
 // active user are locked after the same failures, with the same answers,

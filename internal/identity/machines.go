@@ -245,14 +245,18 @@ var ErrMachineCredentials = errkind.New(errkind.Unauthenticated, "identity: inva
 // compared in constant time; a limited secret id's use is counted down in
 // the transaction that issues the token, so concurrent logins never use it
 // more often than allowed. Failures count towards the source's rate limit
-// (then ErrRateLimited). Every attempt is audited ("auth.login", method
-// "approle").
+// (then ErrRateLimited); as for Login, an attempt takes its token before
+// the secret is checked and gives it back only if it succeeds, so that
+// concurrent attempts cannot exceed the limit. Every attempt is audited
+// ("auth.login", method "approle").
 func (d *Directory) LoginMachine(ctx context.Context, o audit.Origin, roleID, secretID string, source netip.Addr) (string, Token, error) {
 	now := d.now()
-	req := LoginRequest{Source: source}
-	if !d.limiter.allowed(source, now) {
-		return "", Token{}, d.loginFailed(ctx, o, req, "machine", "rate_limited", nil, ErrRateLimited)
+	at, ok := d.startAttempt(source, now)
+	if !ok {
+		return "", Token{}, d.loginFailed(ctx, o, &attempt{}, "machine", "rate_limited", ErrRateLimited)
 	}
+	at.keep = true // until it succeeds
+	defer d.release(ctx, at)
 	accessor, secret, wellFormed := parseSecret(secretIDPrefix, secretID)
 	want := sha256.Sum256([]byte(secret))
 	var (
@@ -264,7 +268,7 @@ func (d *Directory) LoginMachine(ctx context.Context, o audit.Origin, roleID, se
 		failure = nil
 		fail := func(resource, reason string) error {
 			failure = ErrMachineCredentials
-			return d.loginFailedTx(ctx, tx, o, req, resource, reason, nil, now)
+			return d.loginFailedTx(ctx, tx, o, at, resource, reason, now)
 		}
 		var (
 			name, cidrs              string
@@ -320,6 +324,7 @@ func (d *Directory) LoginMachine(ctx context.Context, o audit.Origin, roleID, se
 	case failure != nil:
 		return "", Token{}, failure
 	}
+	at.keep = false
 	return presented, tok, nil
 }
 

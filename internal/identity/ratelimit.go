@@ -1,35 +1,44 @@
 package identity
 
 import (
+	"container/list"
 	"net/netip"
 	"sync"
 	"time"
 )
 
-// maxBuckets bounds the memory of a sourceLimiter. Past it, full buckets
-// (sources with no recent failures) are dropped; if that is not enough,
-// new sources go untracked until it is (the per-name lockout still holds).
+// maxBuckets bounds the memory of a sourceLimiter. Past it, a new source
+// takes the place of the source used least recently, which forgets its
+// failures (the per-name lockout still holds): an attacker with many
+// addresses can make the limiter forget, but never make it stop counting
+// new sources or grow.
 const maxBuckets = 100_000
 
 // sourceLimiter is a token bucket of failed logins per source. A source
 // may fail burst times in a row, then regains rate attempts per second.
-// It lives in memory, per process.
+// An attempt takes its token before any secret is checked (take), so that
+// concurrent attempts cannot exceed the burst, and gives it back if it
+// succeeds (refund). It lives in memory, per process.
 type sourceLimiter struct {
 	rate  float64
 	burst float64
+	max   int // buckets kept at most: maxBuckets; tests lower it
 
-	// mu protects buckets.
+	// mu protects buckets and lru.
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	buckets map[string]*list.Element // of lru, holding a *bucket
+	lru     *list.List               // most recently used first
 }
 
 type bucket struct {
+	key    string
 	tokens float64
 	last   time.Time
 }
 
 func newSourceLimiter(rate float64, burst int) *sourceLimiter {
-	return &sourceLimiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
+	return &sourceLimiter{rate: rate, burst: float64(burst), max: maxBuckets,
+		buckets: map[string]*list.Element{}, lru: list.New()}
 }
 
 // sourceKey names the bucket of addr: an IPv4 address, or the /64 of an
@@ -55,46 +64,50 @@ func (l *sourceLimiter) refill(b *bucket, now time.Time) {
 	b.last = now
 }
 
-// allowed reports whether src may attempt a login at now.
-func (l *sourceLimiter) allowed(src netip.Addr, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[sourceKey(src)]
-	if !ok {
-		return true
-	}
-	l.refill(b, now)
-	return b.tokens >= 1
-}
-
-// fail records a failed login from src at now and reports whether src has
-// just used its last attempt.
-func (l *sourceLimiter) fail(src netip.Addr, now time.Time) (exhausted bool) {
+// take takes one of src's attempts at now, if it has one left: ok reports
+// whether it had, and last whether that was its last one (the source is
+// now limited). A failed attempt keeps its token; a successful one gives
+// it back with refund.
+func (l *sourceLimiter) take(src netip.Addr, now time.Time) (ok, last bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := sourceKey(src)
-	b, ok := l.buckets[key]
-	if !ok {
-		if len(l.buckets) >= maxBuckets {
-			l.pruneLocked(now)
-			if len(l.buckets) >= maxBuckets {
-				return false
-			}
+	var b *bucket
+	if el, found := l.buckets[key]; found {
+		l.lru.MoveToFront(el)
+		b = el.Value.(*bucket)
+		l.refill(b, now)
+	} else {
+		if len(l.buckets) >= l.max {
+			oldest := l.lru.Back()
+			l.lru.Remove(oldest)
+			delete(l.buckets, oldest.Value.(*bucket).key)
 		}
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[key] = b
+		b = &bucket{key: key, tokens: l.burst, last: now}
+		l.buckets[key] = l.lru.PushFront(b)
 	}
-	l.refill(b, now)
-	b.tokens = max(0, b.tokens-1)
-	return b.tokens < 1
+	if b.tokens < 1 {
+		return false, false
+	}
+	b.tokens--
+	return true, b.tokens < 1
 }
 
-// pruneLocked drops the buckets that have refilled. l.mu is held.
-func (l *sourceLimiter) pruneLocked(now time.Time) {
-	for k, b := range l.buckets {
-		l.refill(b, now)
-		if b.tokens >= l.burst {
-			delete(l.buckets, k)
-		}
+// refund gives back the token an attempt from src took, and forgets the
+// source once its bucket is full again.
+func (l *sourceLimiter) refund(src netip.Addr, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := sourceKey(src)
+	el, ok := l.buckets[key]
+	if !ok {
+		return // evicted meanwhile: it is full
+	}
+	b := el.Value.(*bucket)
+	l.refill(b, now)
+	b.tokens = min(l.burst, b.tokens+1)
+	if b.tokens >= l.burst {
+		l.lru.Remove(el)
+		delete(l.buckets, key)
 	}
 }

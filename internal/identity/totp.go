@@ -106,13 +106,17 @@ func totpAAD(user string, version int64) barrier.AAD {
 
 // EnrollTOTP starts (or restarts) a TOTP enrollment for an active user. It
 // takes effect once ConfirmTOTP sees a valid code; until then, login does
-// not ask for one. A user with a confirmed enrollment is Conflict: disable
-// it first. The secret is stored encrypted by the barrier.
+// not ask for one. A user with a confirmed enrollment is Conflict: an
+// administrator must reset it first (DisableTOTP). The secret is stored
+// encrypted by the barrier.
 func (d *Directory) EnrollTOTP(ctx context.Context, o audit.Origin, user string) (TOTPEnrollment, error) {
 	secret := make([]byte, totpSecretBytes)
 	rand.Read(secret)
 	defer clear(secret)
 	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := lockUserTx(ctx, d.db, tx, user); err != nil {
+			return err
+		}
 		if err := activeTx(ctx, tx, Principal{KindUser, user}); err != nil {
 			return err
 		}
@@ -123,7 +127,7 @@ func (d *Directory) EnrollTOTP(ctx context.Context, o audit.Origin, user string)
 			return fmt.Errorf("identity: read TOTP enrollment: %w", err)
 		}
 		if confirmed {
-			return errkind.New(errkind.Conflict, "identity: user %q already has TOTP enrolled; disable it first", user)
+			return errkind.New(errkind.Conflict, "identity: user %q already has TOTP enrolled; an administrator must reset it first", user)
 		}
 		version++
 		ct, err := d.cipher.Encrypt(ctx, totpAAD(user, version), secret)
@@ -182,16 +186,23 @@ var errBadCode = errkind.New(errkind.Invalid, "identity: the TOTP code is not va
 // ConfirmTOTP completes a pending enrollment with the first valid code and
 // returns recoveryCount single-use recovery codes, shown once and stored
 // hashed; each may stand in for a TOTP code at login. No pending enrollment
-// is NotFound; a confirmed one Conflict; a wrong code Invalid (audited).
+// is NotFound; a confirmed one, or one replaced or removed while the code
+// was checked, Conflict; a wrong code Invalid (audited).
 func (d *Directory) ConfirmTOTP(ctx context.Context, o audit.Origin, user, code string) ([]string, error) {
 	var codes []string
 	var bad bool
 	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := lockUserTx(ctx, d.db, tx, user); err != nil {
+			return err
+		}
 		r, err := d.readTOTP(ctx, tx, user)
 		if err != nil {
 			return err
 		}
 		defer clear(r.secret)
+		if d.testConfirmRead != nil {
+			d.testConfirmRead(tx)
+		}
 		switch {
 		case r.secret == nil:
 			return errkind.New(errkind.NotFound, "identity: user %q has no pending TOTP enrollment", user)
@@ -204,9 +215,16 @@ func (d *Directory) ConfirmTOTP(ctx context.Context, o audit.Origin, user, code 
 			return d.appendTx(ctx, tx, o.Event("identity.totp.confirm", "user:"+user, audit.OutcomeFailure,
 				map[string]string{"reason": "bad_code"}))
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_totp SET confirmed = $1, last_step = $2 WHERE user_name = $3 AND version = $4`,
-			true, step, user, r.version); err != nil {
+		res, err := tx.ExecContext(ctx, `UPDATE identity_totp SET confirmed = $1, last_step = $2
+			WHERE user_name = $3 AND version = $4 AND confirmed = $5 AND secret_ct IS NOT NULL`,
+			true, step, user, r.version, false)
+		if err != nil {
 			return fmt.Errorf("identity: confirm TOTP: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			// Re-enrolled, confirmed or disabled since it was read: the
+			// code was for another enrollment, or none.
+			return errkind.New(errkind.Conflict, "identity: the TOTP enrollment of user %q changed meanwhile; enroll again", user)
 		}
 		if codes, err = replaceRecoveryCodesTx(ctx, tx, user); err != nil {
 			return err
@@ -223,9 +241,14 @@ func (d *Directory) ConfirmTOTP(ctx context.Context, o audit.Origin, user, code 
 }
 
 // DisableTOTP removes the user's TOTP enrollment (pending or confirmed) and
-// recovery codes; none is NotFound.
+// recovery codes; none is NotFound. It is the administrator's reset for a
+// user who lost their authenticator: they can then log in with their
+// password alone and enroll again.
 func (d *Directory) DisableTOTP(ctx context.Context, o audit.Origin, user string) error {
 	return d.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := lockUserTx(ctx, d.db, tx, user); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE identity_totp SET secret_ct = NULL, confirmed = $1, last_step = 0
 			WHERE user_name = $2 AND secret_ct IS NOT NULL`, false, user)
 		if err != nil {

@@ -24,26 +24,36 @@ import (
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/barrier"
 	"github.com/warderhq/warder/internal/config"
+	"github.com/warderhq/warder/internal/connector"
+	"github.com/warderhq/warder/internal/connector/linux"
+	"github.com/warderhq/warder/internal/connector/mysql"
+	"github.com/warderhq/warder/internal/connector/postgres"
+	"github.com/warderhq/warder/internal/connector/redis"
 	"github.com/warderhq/warder/internal/identity"
 	"github.com/warderhq/warder/internal/operator"
 	"github.com/warderhq/warder/internal/pki"
+	"github.com/warderhq/warder/internal/rotation"
 	"github.com/warderhq/warder/internal/store"
+	"github.com/warderhq/warder/internal/vault"
 )
 
 // Server is a running Warder server.
 type Server struct {
-	cfg      config.Config
-	logger   *slog.Logger
-	db       *store.DB
-	barrier  *barrier.Barrier
-	audit    *audit.Log
-	identity *identity.Directory
-	authz    *authz.Authorizer
-	operator *operator.Operator
-	api      *api.Server
-	tls      *tls.Config
-	caFile   string // the CA clients should trust, "" when the operator brought their own certificate
-	ln       net.Listener
+	cfg        config.Config
+	logger     *slog.Logger
+	db         *store.DB
+	barrier    *barrier.Barrier
+	audit      *audit.Log
+	identity   *identity.Directory
+	authz      *authz.Authorizer
+	connectors connector.Registry
+	vault      *vault.Vault
+	rotation   *rotation.Engine
+	operator   *operator.Operator
+	api        *api.Server
+	tls        *tls.Config
+	caFile     string // the CA clients should trust, "" when the operator brought their own certificate
+	ln         net.Listener
 }
 
 // Options are what New needs beyond the configuration.
@@ -105,6 +115,34 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}); err != nil {
 		return nil, err
 	}
+	s.connectors = connector.Registry{}
+	for _, c := range []connector.Connector{postgres.New(), mysql.New(), linux.New(), redis.New()} {
+		s.connectors[c.Kind()] = c
+	}
+	kinds := make([]string, 0, len(s.connectors))
+	for k := range s.connectors {
+		kinds = append(kinds, k)
+	}
+	if s.vault, err = vault.New(ctx, vault.Config{
+		DB: s.db, Audit: s.audit, Barrier: s.barrier, Authz: s.authz, Kinds: kinds, Logger: logger.With("component", "vault"),
+	}); err != nil {
+		return nil, err
+	}
+	s.barrier.Register("vault", s.vault)
+	if s.rotation, err = rotation.New(rotation.Config{
+		Vault: s.vault, Connectors: s.connectors, Audit: s.audit, Logger: logger.With("component", "rotation"),
+	}); err != nil {
+		return nil, err
+	}
+	// A lease that ends on an account that rotates on check-in rotates it;
+	// a disabled or deleted principal loses its leases at once.
+	s.vault.OnRelease(func(ctx context.Context, account, reason string) { s.rotation.Trigger(ctx, account, reason) })
+	s.identity.Subscribe(func(ctx context.Context, ev identity.LifecycleEvent) {
+		ctx = context.WithoutCancel(ctx)
+		if _, err := s.vault.EndLeasesOf(ctx, audit.Origin{Actor: "system:lifecycle"}, ev.Principal); err != nil {
+			logger.Error("end leases of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "err", err)
+		}
+	})
 	s.operator = &operator.Operator{Barrier: s.barrier, Audit: s.audit, Identity: s.identity}
 	if s.api, err = api.New(api.Config{
 		Operator:        s.operator,
@@ -112,6 +150,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		Audit:           s.audit,
 		Identity:        s.identity,
 		Authz:           s.authz,
+		Vault:           s.vault,
+		Rotation:        s.rotation,
 		Logger:          logger.With("component", "api"),
 		Registry:        prometheus.NewRegistry(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
@@ -252,9 +292,19 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.barrier.Run(bg) }()
 	go func() { defer wg.Done(); s.audit.Run(bg) }()
+	go func() { defer wg.Done(); s.vault.Run(bg) }()
+	// Rotation needs the keys: it starts (and first recovers interrupted
+	// rotations) once the barrier is unsealed, and stops with the server.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if s.waitUnsealed(bg) {
+			s.rotation.Run(bg)
+		}
+	}()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(tls.NewListener(s.ln, s.tls)) }()
@@ -276,6 +326,20 @@ func (s *Server) Run(ctx context.Context) error {
 		err = nil
 	}
 	return errors.Join(err, s.Close())
+}
+
+// waitUnsealed waits until the barrier is unsealed or ctx ends.
+func (s *Server) waitUnsealed(ctx context.Context) bool {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for s.barrier.Sealed() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // Close releases everything New opened. It is safe to call more than once.
