@@ -51,7 +51,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	az, err := authz.New(ctx, authz.Config{DB: db, Audit: lg, Entities: server.EntityResolver(id)})
+	az, err := authz.New(ctx, authz.Config{DB: db, Audit: lg, Entities: server.EntityResolver(id, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ type job struct {
 	tgt   vault.Target
 	ct    connector.Target
 	conn  connector.Connector
-	owner string
 }
 
 func (e *Engine) load(ctx context.Context, o audit.Origin, id string) (*job, error) {
@@ -178,9 +177,14 @@ func (e *Engine) settle(ctx context.Context, j *job) (Result, error) {
 	// 1. The pending credential works: the change went through.
 	perr := j.conn.Verify(ctx, j.ct, j.acct.Username, pending)
 	if perr == nil {
+		old, err := e.current(ctx, id)
+		if err != nil {
+			return Result{Account: id, Outcome: Undecided, Version: pver}, err
+		}
 		if err := e.vault.PromotePending(ctx, j.o, id, pver); err != nil {
 			return Result{Account: id, Outcome: Undecided, Version: pver}, err
 		}
+		e.retireOldKey(ctx, j, old, pending)
 		return Result{Account: id, Outcome: Rotated, Version: pver, FailedDependents: e.updateDependents(ctx, j, pending)}, nil
 	}
 	if !isRejected(perr) {
@@ -233,6 +237,24 @@ func (e *Engine) settle(ctx context.Context, j *job) (Result, error) {
 		return Result{Account: id, Outcome: OutOfSync, Version: pver}, err
 	}
 	return Result{Account: id, Outcome: OutOfSync, Version: pver}, errkind.New(errkind.Conflict, "rotation: %s is out of sync: %s", id, reason)
+}
+
+// retireOldKey finishes a key rotation that a crash interrupted after the
+// new key was authorised: the connector removes the old key once the new
+// one logs in (it does not add the new one twice). Passwords need nothing:
+// setting one replaces the other.
+func (e *Engine) retireOldKey(ctx context.Context, j *job, old *connector.Credential, next connector.Credential) {
+	if old == nil || j.acct.Kind != connector.SSHKey || old.PublicKey == next.PublicKey {
+		return
+	}
+	defer clear(old.Secret)
+	as, err := e.management(ctx, j.tgt, j.acct.Username)
+	if err == nil {
+		err = j.conn.Change(ctx, j.ct, connector.ChangeRequest{Username: j.acct.Username, Current: old, Next: next, As: as})
+	}
+	if err != nil {
+		e.logger.Warn("old SSH key may still be authorised after recovery", "account", j.acct.ID, "err", err)
+	}
 }
 
 // updateDependents gives every dependent the new credential and returns

@@ -38,6 +38,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warderhq/warder/internal/audit"
@@ -82,6 +83,7 @@ type Engine struct {
 	owner  string
 
 	workers chan struct{} // a slot per running rotation
+	claims  atomic.Int64  // numbers this process's claims
 
 	// mu protects the following.
 	mu      sync.Mutex
@@ -182,7 +184,10 @@ func (e *Engine) slot(ctx context.Context, t vault.Target) (release func(), err 
 
 // claim serialises work on one account, across processes.
 func (e *Engine) claim(ctx context.Context, account string) (release func(), err error) {
-	ok, err := e.vault.ClaimRotation(ctx, account, e.owner, e.cfg.ClaimTTL)
+	// One owner per claim: the vault lets an owner renew its own claim,
+	// and two goroutines of this process must exclude each other too.
+	owner := fmt.Sprintf("%s#%d", e.owner, e.claims.Add(1))
+	ok, err := e.vault.ClaimRotation(ctx, account, owner, e.cfg.ClaimTTL)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: claim %s: %w", account, err)
 	}
@@ -194,7 +199,7 @@ func (e *Engine) claim(ctx context.Context, account string) (release func(), err
 		// rotation by ClaimTTL.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := e.vault.ReleaseRotation(rctx, account, e.owner); err != nil {
+		if err := e.vault.ReleaseRotation(rctx, account, owner); err != nil {
 			e.logger.Warn("release rotation claim", "account", account, "err", err)
 		}
 	}, nil

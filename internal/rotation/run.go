@@ -133,6 +133,15 @@ func (e *Engine) Trigger(ctx context.Context, id, reason string) {
 		defer e.wg.Done()
 		ctx := context.WithoutCancel(ctx)
 		for attempt := 0; ; attempt++ {
+			// Never rotate under a holder's feet: an account still checked
+			// out (max_checkouts > 1) waits for its last lease to end; the
+			// scheduler picks it up then (the vault marks it due).
+			if busy, err := e.leased(ctx, id); err != nil || busy {
+				if err != nil {
+					e.logger.Warn("triggered rotation: list leases", "account", id, "err", err)
+				}
+				break
+			}
 			res, err := e.Rotate(ctx, system, id)
 			if errors.Is(err, ErrBusy) && attempt < 30 {
 				// Another rotation holds the account. It may have started
@@ -149,6 +158,15 @@ func (e *Engine) Trigger(ctx context.Context, id, reason string) {
 		delete(e.queued, id)
 		e.mu.Unlock()
 	}()
+}
+
+// leased reports whether the account has an active lease.
+func (e *Engine) leased(ctx context.Context, id string) (bool, error) {
+	ll, err := e.vault.Leases(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	return len(ll.Leases) > 0, nil
 }
 
 // Run recovers pending rotations at start, then until ctx ends rotates

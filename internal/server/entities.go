@@ -2,35 +2,34 @@ package server
 
 import (
 	"context"
-	"strings"
 
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/vault"
 )
 
 // EntityResolver tells the policy engine which groups a principal or
-// group belongs to, from the identity directory. Later components (the
-// vault's targets and accounts) extend it.
-func EntityResolver(dir *identity.Directory) authz.EntityResolver { return entities{dir} }
+// group belongs to (from the identity directory) and where a vault entity
+// sits (an account in its target, from the vault).
+func EntityResolver(dir *identity.Directory, v *vault.Vault) authz.EntityResolver {
+	return &entities{dir, v}
+}
 
 type entities struct {
 	identity *identity.Directory
+	vault    *vault.Vault // set at wiring, before the first request
 }
 
 var kinds = map[string]string{"User": "user", "Machine": "machine", "Group": "group"}
 
-// Parents returns the direct parents of uid: the groups of a principal or
-// group, and the target of an account ("target/user" is in Target::"target").
-// Entities nobody knows have none.
-func (e entities) Parents(ctx context.Context, uid authz.UID) ([]authz.UID, error) {
-	if uid.Type == "Account" {
-		if target, _, ok := strings.Cut(uid.ID, "/"); ok && target != "" {
-			return []authz.UID{{Type: "Target", ID: target}}, nil
-		}
-		return nil, nil
-	}
+// Parents returns the direct parents of uid. Entities nobody knows have
+// none.
+func (e *entities) Parents(ctx context.Context, uid authz.UID) ([]authz.UID, error) {
 	kind, ok := kinds[uid.Type]
 	if !ok {
+		if e.vault != nil {
+			return e.vault.Parents(ctx, uid)
+		}
 		return nil, nil
 	}
 	names, err := e.identity.Parents(ctx, kind, uid.ID)

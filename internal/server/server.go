@@ -106,12 +106,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		return nil, err
 	}
 	s.barrier.Register("identity", s.identity)
+	// The policy engine learns about vault entities once the vault exists
+	// (the vault itself needs the policy engine).
+	ents := &entities{identity: s.identity}
 	loc, err := cfg.Location()
 	if err != nil {
 		return nil, fmt.Errorf("server: time zone: %w", err)
 	}
 	if s.authz, err = authz.New(ctx, authz.Config{
-		DB: s.db, Audit: s.audit, Entities: entities{s.identity}, Logger: logger.With("component", "authz"), Location: loc,
+		DB: s.db, Audit: s.audit, Entities: ents, Logger: logger.With("component", "authz"), Location: loc,
 	}); err != nil {
 		return nil, err
 	}
@@ -128,6 +131,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}); err != nil {
 		return nil, err
 	}
+	ents.vault = s.vault
 	s.barrier.Register("vault", s.vault)
 	if s.rotation, err = rotation.New(rotation.Config{
 		Vault: s.vault, Connectors: s.connectors, Audit: s.audit, Logger: logger.With("component", "rotation"),

@@ -1,0 +1,119 @@
+package rotation
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"sync"
+
+	"github.com/warderhq/warder/internal/connector"
+)
+
+// memTarget is a real in-memory target system: accounts with passwords,
+// a management account that may change any of them, and switches that
+// make it fail the way real systems do — before or after applying a
+// change, or not answering at all.
+type memTarget struct {
+	mu       sync.Mutex
+	accounts map[string]string // username → password
+	mgmt     string
+
+	// failChangeBefore makes the next Change fail without applying it.
+	failChangeBefore bool
+	// failChangeAfter makes the next Change apply, then report an error
+	// (a connection cut before the acknowledgement).
+	failChangeAfter bool
+	// down makes every call fail as unreachable.
+	down bool
+	// changes counts applied changes.
+	changes int
+	// files holds dependents written: path → line.
+	files map[string]string
+}
+
+var errDown = errors.New("memtarget: connection refused")
+
+func newMemTarget(mgmt string) *memTarget {
+	return &memTarget{accounts: map[string]string{}, mgmt: mgmt, files: map[string]string{}}
+}
+
+func (m *memTarget) set(user, pw string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.accounts[user] = pw
+}
+
+func (m *memTarget) password(user string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.accounts[user]
+}
+
+func (m *memTarget) Kind() string                       { return "mem" }
+func (m *memTarget) CheckTarget(connector.Target) error { return nil }
+func (m *memTarget) Kinds() []connector.CredentialKind {
+	return []connector.CredentialKind{connector.Password}
+}
+func (m *memTarget) login(user string, secret []byte) error {
+	pw, ok := m.accounts[user]
+	if !ok || subtle.ConstantTimeCompare([]byte(pw), secret) != 1 {
+		return connector.Rejected("memtarget: login as %s", user)
+	}
+	return nil
+}
+
+func (m *memTarget) Verify(ctx context.Context, t connector.Target, user string, c connector.Credential) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return errDown
+	}
+	return m.login(user, c.Secret)
+}
+
+func (m *memTarget) Change(ctx context.Context, t connector.Target, req connector.ChangeRequest) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return errDown
+	}
+	if req.As != nil {
+		if req.As.Username != m.mgmt {
+			return errors.New("memtarget: not a management account")
+		}
+		if err := m.login(req.As.Username, req.As.Credential.Secret); err != nil {
+			return err
+		}
+	} else {
+		if req.Current == nil {
+			return errors.New("memtarget: no credential to log in with")
+		}
+		if err := m.login(req.Username, req.Current.Secret); err != nil {
+			return err
+		}
+	}
+	if m.failChangeBefore {
+		m.failChangeBefore = false
+		return errors.New("memtarget: connection reset before the change")
+	}
+	m.accounts[req.Username] = string(req.Next.Secret)
+	m.changes++
+	if m.failChangeAfter {
+		m.failChangeAfter = false
+		return errors.New("memtarget: connection reset after the change")
+	}
+	return nil
+}
+
+func (m *memTarget) UpdateDependent(ctx context.Context, t connector.Target, as connector.Login, d connector.Dependent) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return errDown
+	}
+	if err := m.login(as.Username, as.Credential.Secret); err != nil {
+		return err
+	}
+	m.files[d.Path] = d.Line
+	return nil
+}
