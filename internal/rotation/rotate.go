@@ -13,11 +13,11 @@ import (
 
 // job is what one rotation or recovery works on.
 type job struct {
-	o     audit.Origin
-	acct  vault.Account
-	tgt   vault.Target
-	ct    connector.Target
-	conn  connector.Connector
+	o    audit.Origin
+	acct vault.Account
+	tgt  vault.Target
+	ct   connector.Target
+	conn connector.Connector
 }
 
 func (e *Engine) load(ctx context.Context, o audit.Origin, id string) (*job, error) {
