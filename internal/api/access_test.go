@@ -10,7 +10,9 @@ import (
 
 	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/connector"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/vault"
 )
 
 // endpoint describes how to call one route successfully. Every route the
@@ -51,7 +53,90 @@ func fixed(path, body string) func(*fixture, *testing.T, int) (string, string) {
 	return func(*fixture, *testing.T, int) (string, string) { return path, body }
 }
 
+// mkAccount creates target "tgt" (once) and a fresh account on it.
+func mkAccount(f *fixture, t *testing.T, n int) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.vault.Target(ctx, "tgt"); err != nil {
+		if _, err := f.vault.AddTarget(ctx, audit.Origin{Actor: "test"}, vault.TargetSpec{Name: "tgt", Kind: "mem", Host: "127.0.0.1", Port: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := f.vault.AddAccount(ctx, audit.Origin{Actor: "test"}, vault.AccountSpec{Target: "tgt", Username: fmt.Sprintf("acct%d", n),
+		Credential: &connector.Credential{Kind: connector.Password, Secret: []byte("right")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.ID
+}
+
 var endpoints = map[string]endpoint{
+	"POST /v1/targets": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/targets", fmt.Sprintf(`{"name":"t%d","kind":"postgres","host":"127.0.0.1","port":5432}`, n)
+	}, 200},
+	"GET /v1/targets": {fixed("/v1/targets", ""), 200},
+	"GET /v1/targets/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		mkAccount(f, t, n)
+		return "/v1/targets/tgt", ""
+	}, 200},
+	"POST /v1/targets/{name}/rotate": {func(f *fixture, t *testing.T, n int) (string, string) {
+		mkAccount(f, t, n)
+		return "/v1/targets/tgt/rotate", ""
+	}, 200},
+	"DELETE /v1/targets/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		if _, err := f.vault.AddTarget(context.Background(), audit.Origin{Actor: "test"}, vault.TargetSpec{Name: fmt.Sprintf("gone%d", n), Kind: "mem", Host: "127.0.0.1", Port: 1}); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("/v1/targets/gone%d", n), ""
+	}, 204},
+	"POST /v1/accounts": {func(f *fixture, t *testing.T, n int) (string, string) {
+		mkAccount(f, t, n)
+		return "/v1/accounts", fmt.Sprintf(`{"target":"tgt","username":"new%d","password":"right"}`, n)
+	}, 200},
+	"GET /v1/accounts": {fixed("/v1/accounts", ""), 200},
+	"GET /v1/accounts/{target}/{user}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/accounts/" + mkAccount(f, t, n), ""
+	}, 200},
+	"DELETE /v1/accounts/{target}/{user}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/accounts/" + mkAccount(f, t, n), ""
+	}, 204},
+	"GET /v1/accounts/{target}/{user}/versions": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/accounts/" + mkAccount(f, t, n) + "/versions", ""
+	}, 200},
+	"POST /v1/accounts/{target}/{user}/verify": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/accounts/" + mkAccount(f, t, n) + "/verify", ""
+	}, 200},
+	"POST /v1/accounts/{target}/{user}/rotate": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/accounts/" + mkAccount(f, t, n) + "/rotate", ""
+	}, 200},
+	"POST /v1/accounts/{target}/{user}/checkout": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/accounts/" + mkAccount(f, t, n) + "/checkout", `{"reason":"access table"}`
+	}, 200},
+	"POST /v1/accounts/{target}/{user}/checkin": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/accounts/" + mkAccount(f, t, n) + "/checkin", ""
+	}, 404}, // authenticated; bob holds no lease
+	"GET /v1/leases":              {fixed("/v1/leases", ""), 200},
+	"POST /v1/leases/{id}/extend": {fixed("/v1/leases/nosuchlease/extend", `{"ttl":"10m"}`), 404}, // authenticated; not bob's
+	"POST /v1/leases/{id}/force-checkin": {func(f *fixture, t *testing.T, n int) (string, string) {
+		l, err := f.vault.Checkout(context.Background(), audit.Origin{Actor: "test"}, vault.CheckoutRequest{
+			Account: mkAccount(f, t, n), Principal: identity.Principal{Kind: identity.KindUser, Name: "admin"}, Reason: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "/v1/leases/" + l.ID + "/force-checkin", ""
+	}, 200},
+	"PUT /v1/secrets/{path...}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return fmt.Sprintf("/v1/secrets/app/s%d", n), `{"data":{"KEY":"v"}}`
+	}, 200},
+	"GET /v1/secrets/{path...}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		path := fmt.Sprintf("app/r%d", n)
+		if _, err := f.vault.PutSecret(context.Background(), audit.Origin{Actor: "test"}, path, map[string]string{"KEY": "v"}); err != nil {
+			t.Fatal(err)
+		}
+		return "/v1/secrets/" + path, ""
+	}, 200},
+	"GET /v1/secrets": {fixed("/v1/secrets", ""), 200},
+
 	"GET /v1/sys/health":      {fixed("/v1/sys/health", ""), 200},
 	"GET /v1/sys/seal-status": {fixed("/v1/sys/seal-status", ""), 200},
 	"POST /v1/sys/init":       {fixed("/v1/sys/init", `{"shares":1,"threshold":1}`), 409}, // open, but refused once initialised
@@ -145,12 +230,22 @@ var wantAccess = map[string]string{
 	"POST /v1/machines": "admin", "GET /v1/machines": "admin", "POST /v1/machines/{name}/secret-ids": "admin",
 	"PUT /v1/policies/{name}": "admin", "GET /v1/policies": "admin", "GET /v1/policies/{name}": "admin",
 	"DELETE /v1/policies/{name}": "admin", "POST /v1/policies/check": "admin",
+	"POST /v1/targets": "admin", "GET /v1/targets": "admin", "GET /v1/targets/{name}": "admin",
+	"DELETE /v1/targets/{name}": "admin", "POST /v1/targets/{name}/rotate": "admin",
+	"POST /v1/accounts": "admin", "GET /v1/accounts": "admin", "GET /v1/accounts/{target}/{user}": "admin",
+	"DELETE /v1/accounts/{target}/{user}": "admin", "GET /v1/accounts/{target}/{user}/versions": "admin",
+	"POST /v1/accounts/{target}/{user}/verify": "admin", "POST /v1/accounts/{target}/{user}/rotate": "resource:rotate",
+	"POST /v1/accounts/{target}/{user}/checkout": "resource:checkout", "POST /v1/accounts/{target}/{user}/checkin": "self",
+	"GET /v1/leases": "self", "POST /v1/leases/{id}/extend": "self", "POST /v1/leases/{id}/force-checkin": "admin",
+	"PUT /v1/secrets/{path...}": "admin", "GET /v1/secrets/{path...}": "resource:read_secret", "GET /v1/secrets": "admin",
 }
 
 func accessName(a api.Access) string {
 	switch {
 	case a.Open:
 		return "open"
+	case a.Resource != "":
+		return "resource:" + a.Resource
 	case a.Action == "":
 		return "self"
 	}
@@ -189,7 +284,7 @@ func TestEndpointAccess(t *testing.T) {
 				path, body := ep.request(f, t, uniq())
 				wantError(t, f.do(t, method, path, "", body), 401, "unauthenticated")
 				bob := f.login(t, "bob", "correct horse battery")
-				if rt.Access.Action != "" {
+				if rt.Access.Action != "" || rt.Access.Resource != "" {
 					path, body = ep.request(f, t, uniq())
 					wantError(t, f.do(t, method, path, bob, body), 403, "denied")
 				}
@@ -197,7 +292,7 @@ func TestEndpointAccess(t *testing.T) {
 			// Authorised: admin routes with the admin token; self-service
 			// routes with bob's own fresh token.
 			token := admin
-			if !rt.Access.Open && rt.Access.Action == "" {
+			if !rt.Access.Open && rt.Access.Action == "" && rt.Access.Resource == "" {
 				token = f.login(t, "bob", "correct horse battery")
 			}
 			path, body := ep.request(f, t, uniq())

@@ -86,8 +86,13 @@ type Access struct {
 	Open bool
 	// Action, when set, is the Cedar action the caller must be allowed on
 	// System::"warder". Otherwise any valid token will do (the route acts on
-	// the caller itself).
+	// the caller itself, or names a resource; see Resource).
 	Action string
+	// Resource, when set, is the Cedar action the caller must be allowed on
+	// the resource the route names (an account, a secret). The route
+	// authenticates; the domain (or handler) decides and audits the
+	// decision with the resource.
+	Resource string
 }
 
 // Route is one registered endpoint.
@@ -112,6 +117,8 @@ func (s *Server) routes() {
 		s.routeList = append(s.routeList, Route{Pattern: pattern, Access: a})
 		switch {
 		case a.Open:
+		case a.Resource != "":
+			h = s.resourceAuthenticated(h)
 		case a.Action == "":
 			h = s.authenticated(h)
 		default:
@@ -155,6 +162,27 @@ func (s *Server) routes() {
 	r("POST /v1/machines", adminOnly, s.machineCreate)
 	r("GET /v1/machines", adminOnly, s.machineList)
 	r("POST /v1/machines/{name}/secret-ids", adminOnly, s.machineIssueSecret)
+
+	r("POST /v1/targets", adminOnly, s.targetAdd)
+	r("GET /v1/targets", adminOnly, s.targetList)
+	r("GET /v1/targets/{name}", adminOnly, s.targetShow)
+	r("DELETE /v1/targets/{name}", adminOnly, s.targetRemove)
+	r("POST /v1/targets/{name}/rotate", adminOnly, s.targetRotate)
+	r("POST /v1/accounts", adminOnly, s.accountAdd)
+	r("GET /v1/accounts", adminOnly, s.accountList)
+	r("GET /v1/accounts/{target}/{user}", adminOnly, s.accountShow)
+	r("DELETE /v1/accounts/{target}/{user}", adminOnly, s.accountRemove)
+	r("GET /v1/accounts/{target}/{user}/versions", adminOnly, s.accountVersions)
+	r("POST /v1/accounts/{target}/{user}/verify", adminOnly, s.accountVerify)
+	r("POST /v1/accounts/{target}/{user}/rotate", Access{Resource: "rotate"}, s.accountRotate)
+	r("POST /v1/accounts/{target}/{user}/checkout", Access{Resource: "checkout"}, s.checkout)
+	r("POST /v1/accounts/{target}/{user}/checkin", authenticated, s.checkin)
+	r("GET /v1/leases", authenticated, s.leaseList)
+	r("POST /v1/leases/{id}/extend", authenticated, s.leaseExtend)
+	r("POST /v1/leases/{id}/force-checkin", adminOnly, s.leaseForceCheckin)
+	r("PUT /v1/secrets/{path...}", adminOnly, s.secretPut)
+	r("GET /v1/secrets/{path...}", Access{Resource: "read_secret"}, s.secretGet)
+	r("GET /v1/secrets", adminOnly, s.secretList)
 
 	r("PUT /v1/policies/{name}", adminOnly, s.policyPut)
 	r("GET /v1/policies", adminOnly, s.policyList)

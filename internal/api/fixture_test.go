@@ -32,6 +32,24 @@ type fixture struct {
 	b     *barrier.Barrier
 	id    *identity.Directory
 	authz *authz.Authorizer
+	vault *vault.Vault
+}
+
+// openTarget is a target kind whose accounts accept any change and the
+// password "right" or anything they were changed to: enough for the API's
+// access tests, which exercise no connector.
+type openTarget struct{}
+
+func (openTarget) Kind() string                       { return "mem" }
+func (openTarget) CheckTarget(connector.Target) error { return nil }
+func (openTarget) Kinds() []connector.CredentialKind {
+	return []connector.CredentialKind{connector.Password}
+}
+func (openTarget) Verify(context.Context, connector.Target, string, connector.Credential) error {
+	return nil
+}
+func (openTarget) Change(context.Context, connector.Target, connector.ChangeRequest) error {
+	return nil
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -51,15 +69,16 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	az, err := authz.New(ctx, authz.Config{DB: db, Audit: lg, Entities: server.EntityResolver(id, nil)})
+	ents := server.EntityResolver(id, nil)
+	az, err := authz.New(ctx, authz.Config{DB: db, Audit: lg, Entities: ents})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := vault.New(ctx, vault.Config{DB: db, Audit: lg, Barrier: b, Authz: az})
+	v, err := vault.New(ctx, vault.Config{DB: db, Audit: lg, Barrier: b, Authz: az, Kinds: []string{"postgres", "mem"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rot, err := rotation.New(rotation.Config{Vault: v, Connectors: connector.Registry{}, Audit: lg})
+	rot, err := rotation.New(rotation.Config{Vault: v, Connectors: connector.Registry{"mem": openTarget{}}, Audit: lg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,9 +92,10 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	server.SetVault(ents, v)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, api: h, audit: lg, b: b, id: id, authz: az}
+	return &fixture{srv: srv, api: h, audit: lg, b: b, id: id, authz: az, vault: v}
 }
 
 type reply struct {

@@ -25,6 +25,18 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 	}
 }
 
+// resourceAuthenticated authenticates; the handler or the domain then asks
+// the policy engine about the resource the route names, and that decision
+// is audited (so an acceptance here is not).
+func (s *Server) resourceAuthenticated(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, c *call) error {
+		if err := s.authenticate(r, c, false); err != nil {
+			return err
+		}
+		return h(w, r, c)
+	}
+}
+
 // authorized is authenticated, then asks the policy engine whether the
 // caller may do action on System::"warder". The policy engine audits its
 // decision with the deciding policies.

@@ -42,3 +42,11 @@ func (e *entities) Parents(ctx context.Context, uid authz.UID) ([]authz.UID, err
 	}
 	return out, nil
 }
+
+// SetVault lets a resolver made by EntityResolver before the vault existed
+// resolve vault entities. Call it at wiring time, before any request.
+func SetVault(r authz.EntityResolver, v *vault.Vault) {
+	if e, ok := r.(*entities); ok {
+		e.vault = v
+	}
+}
