@@ -141,12 +141,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	// A lease that ends on an account that rotates on check-in rotates it;
 	// a disabled or deleted principal loses its leases at once.
 	s.vault.OnRelease(func(ctx context.Context, account, reason string) { s.rotation.Trigger(ctx, account, reason) })
-	s.identity.Subscribe(func(ctx context.Context, ev identity.LifecycleEvent) {
-		ctx = context.WithoutCancel(ctx)
-		if _, err := s.vault.EndLeasesOf(ctx, audit.Origin{Actor: "system:lifecycle"}, ev.Principal); err != nil {
-			logger.Error("end leases of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "err", err)
-		}
-	})
+	s.identity.Subscribe(s.onLifecycle)
 	s.operator = &operator.Operator{Barrier: s.barrier, Audit: s.audit, Identity: s.identity}
 	if s.api, err = api.New(api.Config{
 		Operator:        s.operator,
@@ -306,6 +301,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		if s.waitUnsealed(bg) {
+			s.reconcileHolders(bg)
 			s.rotation.Run(bg)
 		}
 	}()

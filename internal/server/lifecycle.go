@@ -1,0 +1,85 @@
+package server
+
+import (
+	"context"
+	"strings"
+
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/errkind"
+	"github.com/warderhq/warder/internal/identity"
+)
+
+// lifecycleOrigin is the actor of what the server does when a principal
+// stops being usable.
+var lifecycleOrigin = audit.Origin{Actor: "system:lifecycle"}
+
+// onLifecycle ends the leases of a principal that was disabled or deleted.
+// It runs after the identity change committed; a crash before it finishes
+// is repaired by reconcileHolders at the next start.
+func (s *Server) onLifecycle(ctx context.Context, ev identity.LifecycleEvent) {
+	ctx = context.WithoutCancel(ctx)
+	if _, err := s.vault.EndLeasesOf(ctx, lifecycleOrigin, ev.Principal); err != nil {
+		s.logger.Error("end leases of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "err", err)
+	}
+}
+
+// reconcileHolders ends every active lease whose holder is no longer an
+// active principal: the lifecycle hook runs in memory after its change
+// committed, so a crash in between would otherwise leave the lease (and
+// the credential it showed) alive until it expires.
+func (s *Server) reconcileHolders(ctx context.Context) {
+	ll, err := s.vault.Leases(ctx, "")
+	if err != nil {
+		s.logger.Warn("reconcile lease holders", "err", err)
+		return
+	}
+	seen := map[string]bool{}
+	for _, l := range ll.Leases {
+		if seen[l.Holder] {
+			continue
+		}
+		seen[l.Holder] = true
+		p, ok := parseActor(l.Holder)
+		if !ok {
+			continue
+		}
+		active, err := s.principalActive(ctx, p)
+		if err != nil {
+			s.logger.Warn("reconcile lease holder", "holder", l.Holder, "err", err)
+			continue
+		}
+		if !active {
+			s.onLifecycle(ctx, identity.LifecycleEvent{Kind: "reconcile", Principal: p})
+		}
+	}
+}
+
+func parseActor(actor string) (identity.Principal, bool) {
+	kind, name, ok := strings.Cut(actor, ":")
+	switch {
+	case !ok:
+		return identity.Principal{}, false
+	case kind == string(identity.KindUser):
+		return identity.Principal{Kind: identity.KindUser, Name: name}, true
+	case kind == string(identity.KindMachine):
+		return identity.Principal{Kind: identity.KindMachine, Name: name}, true
+	}
+	return identity.Principal{}, false
+}
+
+func (s *Server) principalActive(ctx context.Context, p identity.Principal) (bool, error) {
+	var err error
+	if p.Kind == identity.KindMachine {
+		_, err = s.identity.Machine(ctx, p.Name)
+	} else {
+		var u identity.User
+		u, err = s.identity.User(ctx, p.Name)
+		if err == nil {
+			return u.Status == identity.StatusActive, nil
+		}
+	}
+	if errkind.Is(err, errkind.NotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
