@@ -100,7 +100,8 @@ func (e *env) rootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(e.serverCommand(), e.devCommand(), e.operatorCommand(), e.auditCommand(),
 		e.loginCommand(), e.logoutCommand(), e.whoamiCommand(), e.tokenCommand(), e.mfaCommand(),
-		e.userCommand(), e.groupCommand(), e.machineCommand(), e.policyCommand())
+		e.userCommand(), e.groupCommand(), e.machineCommand(), e.policyCommand(),
+		e.targetCommand(), e.accountCommand(), e.checkoutCommand(), e.checkinCommand(), e.secretCommand(), e.runCommand())
 	return root
 }
 

@@ -60,6 +60,8 @@ type Config struct {
 	// ClaimTTL is how long a claim holds before another process may take
 	// over a rotation this one abandoned. Zero: 2 minutes. It must exceed
 	// the longest rotation (every connector call has its own timeout).
+	// On SQLite, which one process opens at a time, Run ends a dead
+	// predecessor's claims at start instead of waiting for them.
 	ClaimTTL time.Duration
 	// ScheduleInterval is how often Run looks for accounts due for a
 	// scheduled rotation and pending versions left to recover. Zero: 15s.
@@ -152,6 +154,9 @@ type Result struct {
 	Version int64   `json:"version"`
 	// Dependents lists dependents that could not be updated, with why.
 	FailedDependents []string `json:"failed_dependents,omitempty"`
+	// Error says why the rotation did not complete, when it did not (set by
+	// RotateTarget, which reports many rotations at once).
+	Error string `json:"error,omitempty"`
 }
 
 // slot takes a worker slot and one of the target's slots; release frees

@@ -97,23 +97,41 @@ func (e *Engine) Verify(ctx context.Context, o audit.Origin, id string) (bool, e
 }
 
 // RotateTarget rotates every account of a target, in parallel within the
-// target's concurrency limit.
+// target's concurrency limit. The target's management account goes last:
+// the others are changed through it, and a change made with a password it
+// has just lost would be refused.
 func (e *Engine) RotateTarget(ctx context.Context, o audit.Origin, target string) ([]Result, error) {
+	tgt, err := e.vault.Target(ctx, target)
+	if err != nil {
+		return nil, err
+	}
 	accts, err := e.vault.Accounts(ctx, target)
 	if err != nil {
 		return nil, err
 	}
 	results := make([]Result, len(accts))
 	errs := make([]error, len(accts))
+	mgmt := -1
 	var wg sync.WaitGroup
 	for i, a := range accts {
+		if a.Username == tgt.ManagementAccount {
+			mgmt = i
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			results[i], errs[i] = e.Rotate(ctx, o, a.ID)
+			if errs[i] != nil {
+				results[i].Account = a.ID
+				results[i].Error = publicMessage(errs[i])
+			}
 		}()
 	}
 	wg.Wait()
+	if mgmt >= 0 {
+		results[mgmt], errs[mgmt] = e.Rotate(ctx, o, accts[mgmt].ID)
+	}
 	return results, errors.Join(errs...)
 }
 
@@ -175,6 +193,13 @@ func (e *Engine) leased(ctx context.Context, id string) (bool, error) {
 // rotations it started before returning.
 func (e *Engine) Run(ctx context.Context) {
 	defer e.wg.Wait()
+	// Claims a crashed predecessor held would make RecoverAll skip its
+	// interrupted rotations until they expire (ClaimTTL).
+	if n, err := e.vault.ReleaseAbandonedClaims(ctx, e.owner+"#"); err != nil {
+		e.logger.Warn("release abandoned rotation claims", "err", err)
+	} else if n > 0 {
+		e.logger.Info("released rotation claims of a process that died", "count", n)
+	}
 	if _, err := e.RecoverAll(ctx); err != nil {
 		e.logger.Warn("recover pending rotations", "err", err)
 	}
@@ -222,4 +247,13 @@ func (e *Engine) verifyAll(ctx context.Context) {
 			e.logger.Warn("verify credential", "account", a.ID, "err", err)
 		}
 	}
+}
+
+// publicMessage is err's message when its kind says it may be shown (the
+// domain's own errors never hold secrets), else a generic one.
+func publicMessage(err error) string {
+	if errkind.Of(err) == errkind.Other && !isRejected(err) {
+		return "rotation failed; the server log has details"
+	}
+	return err.Error()
 }
