@@ -163,7 +163,8 @@ func (a *Authorizer) timeRecord(now time.Time) types.Record {
 type policySet struct {
 	version int64                // the database's version counter when read
 	files   map[string]storedSet // by policy name
-	all     []compiled           // every statement, for evaluating without the index
+	grants  map[string]storedSet // grant policies by id (see LinkTx)
+	all     []compiled           // every statement and grant, for evaluating without the index
 	index   index
 }
 
@@ -297,9 +298,12 @@ func (a *Authorizer) evaluate(ctx context.Context, req Request, s *policySet, fu
 		return deny(), err
 	}
 	creq := cedar.Request{Principal: pAll[0], Action: act.uid, Resource: rAll[0], Context: rec}
-	var policies cedar.PolicyIterator = s.index.candidates(act.uid, pAll, rAll)
+	// Grant policies past their expiry are skipped from the very
+	// microsecond they expire, whether or not they were unlinked yet.
+	nowUS := now.UnixMicro()
+	var policies cedar.PolicyIterator = s.index.candidates(act.uid, pAll, rAll, nowUS)
 	if full {
-		policies = fullSet(s.all)
+		policies = fullSet{ps: s.all, now: nowUS}
 	}
 	dec, diag := cedar.Authorize(policies, ents, creq)
 	d := Decision{Allow: dec == cedar.Allow, Decision: "deny", Policies: make([]string, 0, len(diag.Reasons))}
@@ -317,13 +321,16 @@ func (a *Authorizer) evaluate(ctx context.Context, req Request, s *policySet, fu
 	return d, nil
 }
 
-// fullSet iterates over every policy.
-type fullSet []compiled
+// fullSet iterates over every policy in force at now (µs).
+type fullSet struct {
+	ps  []compiled
+	now int64
+}
 
 func (f fullSet) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
-		for _, c := range f {
-			if !yield(c.id, c.policy) {
+		for _, c := range f.ps {
+			if c.live(f.now) && !yield(c.id, c.policy) {
 				return
 			}
 		}

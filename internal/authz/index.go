@@ -96,12 +96,13 @@ func anchor(s xast.IsScopeNode) (types.EntityUID, bool) {
 type candidates struct {
 	b                   *bucket
 	principal, resource []types.EntityUID
+	now                 int64 // µs; grant policies expired by then are left out
 }
 
 // candidates returns the policies that may match action by principal on
-// resource.
-func (ix index) candidates(action types.EntityUID, principal, resource []types.EntityUID) candidates {
-	return candidates{b: ix.actions[action], principal: principal, resource: resource}
+// resource at now (µs since the epoch).
+func (ix index) candidates(action types.EntityUID, principal, resource []types.EntityUID, now int64) candidates {
+	return candidates{b: ix.actions[action], principal: principal, resource: resource, now: now}
 }
 
 // All yields each candidate once.
@@ -111,7 +112,7 @@ func (c candidates) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 			return
 		}
 		for _, p := range c.b.rest {
-			if !yield(p.id, p.policy) {
+			if p.live(c.now) && !yield(p.id, p.policy) {
 				return
 			}
 		}
@@ -124,7 +125,7 @@ func (c candidates) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 			}
 			for _, e := range side.ids {
 				for _, p := range side.m[e] {
-					if !yield(p.id, p.policy) {
+					if p.live(c.now) && !yield(p.id, p.policy) {
 						return
 					}
 				}

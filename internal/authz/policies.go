@@ -153,6 +153,9 @@ func (a *Authorizer) write(ctx context.Context, tx *sql.Tx, o audit.Origin, name
 func checkIDs(ctx context.Context, tx *sql.Tx, name string, ids []string) error {
 	want := map[string]bool{}
 	for _, id := range ids {
+		if strings.HasPrefix(id, GrantPrefix) {
+			return errkind.New(errkind.Invalid, "authz: policy id %q: the prefix %q is reserved for grants", clip(id), GrantPrefix)
+		}
 		want[id] = true
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT name, ids FROM authz_policies WHERE name <> $1`, name)
@@ -328,6 +331,9 @@ func (a *Authorizer) reloadLocked(ctx context.Context) error {
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("authz: read policies: %w", err)
+	}
+	if err := a.loadGrants(ctx, cur, next); err != nil {
+		return err
 	}
 	next.index = newIndex(next.all, a.model.actions)
 	a.set.Store(next)

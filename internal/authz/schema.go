@@ -86,7 +86,13 @@ func newModel() (*model, error) {
 type compiled struct {
 	id     cedar.PolicyID
 	policy *cedar.Policy
+	// expires is when a grant policy stops applying, in µs since the
+	// epoch; 0 for a stored policy, which does not expire.
+	expires int64
 }
+
+// live reports whether c applies at now (µs since the epoch).
+func (c compiled) live(now int64) bool { return c.expires == 0 || now < c.expires }
 
 // Validate reports whether text would be accepted by Put: at most
 // MaxPolicyBytes of UTF-8 holding one or more Cedar policy statements, each
