@@ -2,6 +2,7 @@ package access
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -27,6 +28,15 @@ const (
 )
 
 func (s Subject) String() string { return s.Kind + ":" + s.Name }
+
+// MarshalJSON writes MaxTTL as a duration string ("8h0m0s").
+func (e Eligibility) MarshalJSON() ([]byte, error) {
+	type plain Eligibility
+	return json.Marshal(struct {
+		plain
+		MaxTTL string `json:"max_ttl"`
+	}{plain(e), e.MaxTTL.String()})
+}
 
 // Eligibility lets a subject request a role, on terms.
 type Eligibility struct {

@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -72,6 +73,15 @@ type Request struct {
 	// GrantID is the grant created (activation, once approved) or to
 	// extend (extension).
 	GrantID string `json:"grant_id,omitempty"`
+}
+
+// MarshalJSON writes TTL as a duration string ("2h0m0s").
+func (r Request) MarshalJSON() ([]byte, error) {
+	type plain Request
+	return json.Marshal(struct {
+		plain
+		TTL string `json:"ttl"`
+	}{plain(r), r.TTL.String()})
 }
 
 // Approval is one approver's approval.
