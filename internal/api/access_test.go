@@ -7,7 +7,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/connector"
@@ -70,7 +72,92 @@ func mkAccount(f *fixture, t *testing.T, n int) string {
 	return a.ID
 }
 
+var (
+	bobP   = identity.Principal{Kind: identity.KindUser, Name: "bob"}
+	adminP = identity.Principal{Kind: identity.KindUser, Name: "admin"}
+	testO  = audit.Origin{Actor: "test"}
+)
+
+// mkRole creates a role granting checkout on target tgt; eligible (when
+// not nil) is made eligible with the given approvals from group approvers.
+func mkRole(f *fixture, t *testing.T, n int, eligible *identity.Principal, approvals int) string {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("role%d", n)
+	if _, err := f.access.CreateRole(ctx, testO, access.RoleSpec{Name: name,
+		Template: `permit(principal == ?principal, action == Action::"checkout", resource in Target::"tgt");`}); err != nil {
+		t.Fatal(err)
+	}
+	if eligible != nil {
+		e := access.Eligibility{Role: name, Subject: access.Subject{Kind: access.SubjectUser, Name: eligible.Name}, Approvals: approvals, MaxTTL: 8 * time.Hour}
+		if approvals > 0 {
+			e.ApproverGroup = "approvers"
+		}
+		if _, err := f.access.SetEligibility(ctx, testO, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return name
+}
+
+// mkRequest makes p request a fresh role needing approvals from group
+// approvers (which bob is in) and returns its id.
+func mkRequest(f *fixture, t *testing.T, n int, p identity.Principal, approvals int) access.Request {
+	t.Helper()
+	r, err := f.access.CreateRequest(context.Background(), testO, p, access.RequestSpec{Role: mkRole(f, t, n, &p, approvals), TTL: time.Hour, Reason: "access table"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 var endpoints = map[string]endpoint{
+	"POST /v1/roles": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/roles", fmt.Sprintf(`{"name":"nr%d","template":"permit(principal == ?principal, action == Action::\"checkout\", resource);"}`, n)
+	}, 200},
+	"GET /v1/roles": {fixed("/v1/roles", ""), 200},
+	"GET /v1/roles/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/roles/" + mkRole(f, t, n, nil, 0), ""
+	}, 200},
+	"DELETE /v1/roles/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/roles/" + mkRole(f, t, n, nil, 0), ""
+	}, 204},
+	"POST /v1/roles/{name}/eligibility": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/roles/" + mkRole(f, t, n, nil, 0) + "/eligibility", `{"user":"bob","max_ttl":"2h"}`
+	}, 200},
+	"GET /v1/roles/{name}/eligibility": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/roles/" + mkRole(f, t, n, &bobP, 0) + "/eligibility", ""
+	}, 200},
+	"DELETE /v1/roles/{name}/eligibility/{kind}/{subject}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/roles/" + mkRole(f, t, n, &bobP, 0) + "/eligibility/user/bob", ""
+	}, 204},
+	"POST /v1/requests": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/requests", fmt.Sprintf(`{"role":"%s","ttl":"1h","reason":"access table"}`, mkRole(f, t, n, &bobP, 0))
+	}, 200},
+	"GET /v1/requests": {fixed("/v1/requests?mine=1", ""), 200},
+	"GET /v1/requests/{id}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/requests/" + mkRequest(f, t, n, bobP, 1).ID, ""
+	}, 200},
+	"POST /v1/requests/{id}/approve": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/requests/" + mkRequest(f, t, n, adminP, 1).ID + "/approve", `{"comment":"ok"}`
+	}, 200},
+	"POST /v1/requests/{id}/deny": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/requests/" + mkRequest(f, t, n, adminP, 1).ID + "/deny", `{"comment":"no"}`
+	}, 200},
+	"POST /v1/requests/{id}/cancel": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/requests/" + mkRequest(f, t, n, bobP, 1).ID + "/cancel", ""
+	}, 200},
+	"GET /v1/grants": {fixed("/v1/grants?mine=1", ""), 200},
+	"POST /v1/grants/{id}/extend": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/grants/" + mkRequest(f, t, n, bobP, 0).GrantID + "/extend", `{"ttl":"2h","reason":"more time"}`
+	}, 200},
+	"POST /v1/grants/{id}/revoke": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/grants/" + mkRequest(f, t, n, bobP, 0).GrantID + "/revoke", `{"reason":"done"}`
+	}, 200},
+	"GET /v1/grants/{id}/credential": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/grants/" + mkRequest(f, t, n, bobP, 0).GrantID + "/credential", ""
+	}, 404}, // authenticated, bob's own grant; the role defines no ephemeral user
+
 	"POST /v1/targets": {func(f *fixture, t *testing.T, n int) (string, string) {
 		return "/v1/targets", fmt.Sprintf(`{"name":"t%d","kind":"postgres","host":"127.0.0.1","port":5432}`, n)
 	}, 200},
@@ -238,6 +325,13 @@ var wantAccess = map[string]string{
 	"POST /v1/accounts/{target}/{user}/checkout": "resource:checkout", "POST /v1/accounts/{target}/{user}/checkin": "self",
 	"GET /v1/leases": "self", "POST /v1/leases/{id}/extend": "self", "POST /v1/leases/{id}/force-checkin": "admin",
 	"PUT /v1/secrets/{path...}": "admin", "GET /v1/secrets/{path...}": "resource:read_secret", "GET /v1/secrets": "admin",
+	"POST /v1/roles": "admin", "GET /v1/roles": "self", "GET /v1/roles/{name}": "self", "DELETE /v1/roles/{name}": "admin",
+	"POST /v1/roles/{name}/eligibility": "admin", "GET /v1/roles/{name}/eligibility": "admin",
+	"DELETE /v1/roles/{name}/eligibility/{kind}/{subject}": "admin",
+	"POST /v1/requests": "self", "GET /v1/requests": "self", "GET /v1/requests/{id}": "self",
+	"POST /v1/requests/{id}/approve": "self", "POST /v1/requests/{id}/deny": "self", "POST /v1/requests/{id}/cancel": "self",
+	"GET /v1/grants": "self", "POST /v1/grants/{id}/extend": "self", "POST /v1/grants/{id}/revoke": "admin",
+	"GET /v1/grants/{id}/credential": "self",
 }
 
 func accessName(a api.Access) string {
@@ -260,6 +354,13 @@ func TestEndpointAccess(t *testing.T) {
 	admin := f.initAndUnseal(t)
 	ctx := context.Background()
 	if _, err := f.id.CreateUser(ctx, audit.Origin{Actor: "test"}, identity.UserSpec{Name: "bob", Password: []byte("correct horse battery")}); err != nil {
+		t.Fatal(err)
+	}
+	// bob approves requests that need the group approvers.
+	if _, err := f.id.CreateGroup(ctx, testO, "approvers", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.id.AddMember(ctx, testO, "approvers", identity.Member{Kind: "user", Name: "bob"}); err != nil {
 		t.Fatal(err)
 	}
 

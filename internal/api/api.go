@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/barrier"
@@ -39,6 +40,7 @@ type Config struct {
 	Authz    *authz.Authorizer
 	Vault    *vault.Vault
 	Rotation *rotation.Engine
+	Access   *access.Access
 	Logger   *slog.Logger
 	// Registry receives the API's metrics and is served on /metrics.
 	Registry *prometheus.Registry
@@ -62,7 +64,7 @@ type Server struct {
 
 // New builds the handler.
 func New(cfg Config) (*Server, error) {
-	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Authz == nil || cfg.Vault == nil || cfg.Rotation == nil || cfg.Registry == nil {
+	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Authz == nil || cfg.Vault == nil || cfg.Rotation == nil || cfg.Access == nil || cfg.Registry == nil {
 		return nil, errors.New("api: incomplete configuration")
 	}
 	if cfg.Logger == nil {
@@ -184,6 +186,24 @@ func (s *Server) routes() {
 	r("GET /v1/secrets/{path...}", Access{Resource: "read_secret"}, s.secretGet)
 	r("GET /v1/secrets", adminOnly, s.secretList)
 
+	r("POST /v1/roles", adminOnly, s.roleCreate)
+	r("GET /v1/roles", authenticated, s.roleList)
+	r("GET /v1/roles/{name}", authenticated, s.roleShow)
+	r("DELETE /v1/roles/{name}", adminOnly, s.roleDelete)
+	r("POST /v1/roles/{name}/eligibility", adminOnly, s.eligibilitySet)
+	r("GET /v1/roles/{name}/eligibility", adminOnly, s.eligibilityList)
+	r("DELETE /v1/roles/{name}/eligibility/{kind}/{subject}", adminOnly, s.eligibilityRemove)
+	r("POST /v1/requests", authenticated, s.requestCreate)
+	r("GET /v1/requests", authenticated, s.requestList)
+	r("GET /v1/requests/{id}", authenticated, s.requestShow)
+	r("POST /v1/requests/{id}/approve", authenticated, s.requestApprove)
+	r("POST /v1/requests/{id}/deny", authenticated, s.requestDeny)
+	r("POST /v1/requests/{id}/cancel", authenticated, s.requestCancel)
+	r("GET /v1/grants", authenticated, s.grantList)
+	r("POST /v1/grants/{id}/extend", authenticated, s.grantExtend)
+	r("POST /v1/grants/{id}/revoke", adminOnly, s.grantRevoke)
+	r("GET /v1/grants/{id}/credential", authenticated, s.grantCredential)
+
 	r("PUT /v1/policies/{name}", adminOnly, s.policyPut)
 	r("GET /v1/policies", adminOnly, s.policyList)
 	r("GET /v1/policies/{name}", adminOnly, s.policyShow)
@@ -231,6 +251,9 @@ func writeJSON(w http.ResponseWriter, v any) error {
 	return enc.Encode(v)
 }
 
+// errEmptyBody is decode's error for a request without a body.
+var errEmptyBody = errkind.New(errkind.Invalid, "api: request body is empty; expected a JSON object")
+
 // decode reads exactly one JSON object of type T from the body, refusing
 // unknown fields, trailing data and bodies over the limit.
 func decode[T any](r *http.Request) (T, error) {
@@ -243,7 +266,7 @@ func decode[T any](r *http.Request) (T, error) {
 		case errors.As(err, &tooBig):
 			return v, errkind.New(errkind.TooLarge, "api: request body larger than %d bytes", tooBig.Limit)
 		case errors.Is(err, io.EOF):
-			return v, errkind.New(errkind.Invalid, "api: request body is empty; expected a JSON object")
+			return v, errEmptyBody
 		}
 		return v, errkind.New(errkind.Invalid, "api: malformed JSON body: %s", jsonReason(err))
 	}
@@ -255,6 +278,16 @@ func decode[T any](r *http.Request) (T, error) {
 		return v, errkind.New(errkind.Invalid, "api: malformed JSON body: unexpected data after the object")
 	}
 	return v, nil
+}
+
+// decodeOptional is decode, except that an empty body is the zero value.
+func decodeOptional[T any](r *http.Request) (T, error) {
+	v, err := decode[T](r)
+	if err != nil && errors.Is(err, errEmptyBody) {
+		var zero T
+		return zero, nil
+	}
+	return v, err
 }
 
 // jsonReason keeps a decoder error's description without echoing input.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
@@ -26,13 +27,14 @@ import (
 
 // fixture is the API wired to real components on a fresh SQLite store.
 type fixture struct {
-	srv   *httptest.Server
-	api   *api.Server
-	audit *audit.Log
-	b     *barrier.Barrier
-	id    *identity.Directory
-	authz *authz.Authorizer
-	vault *vault.Vault
+	srv    *httptest.Server
+	api    *api.Server
+	audit  *audit.Log
+	b      *barrier.Barrier
+	id     *identity.Directory
+	authz  *authz.Authorizer
+	vault  *vault.Vault
+	access *access.Access
 }
 
 // openTarget is a target kind whose accounts accept any change and the
@@ -82,9 +84,13 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	acc, err := access.New(ctx, access.Config{DB: db, Audit: lg, Authz: az, Identity: id, Vault: v, Connectors: connector.Registry{"mem": openTarget{}}, Barrier: b})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := api.New(api.Config{
 		Operator: &operator.Operator{Barrier: b, Audit: lg, Identity: id},
-		Barrier:  b, Audit: lg, Identity: id, Authz: az, Vault: v, Rotation: rot,
+		Barrier:  b, Audit: lg, Identity: id, Authz: az, Vault: v, Rotation: rot, Access: acc,
 		Registry:        prometheus.NewRegistry(),
 		MaxRequestBytes: 4096,
 		ExposeUnsealKey: true,
@@ -95,7 +101,7 @@ func newFixture(t *testing.T) *fixture {
 	server.SetVault(ents, v)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, api: h, audit: lg, b: b, id: id, authz: az, vault: v}
+	return &fixture{srv: srv, api: h, audit: lg, b: b, id: id, authz: az, vault: v, access: acc}
 }
 
 type reply struct {

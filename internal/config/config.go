@@ -58,6 +58,15 @@ type Config struct {
 	// TimeZone is the IANA zone in which policies see context.time (hour,
 	// weekday, date). Default "UTC".
 	TimeZone string `yaml:"time_zone"`
+	// NotifyWebhooks lists the endpoints (secret: a Slack hook URL is a
+	// credential) that receive access-request
+	// notifications, comma-separated, each optionally prefixed with its
+	// payload kind: "slack:https://hooks.example/…,json:https://…" (no
+	// prefix: json). Each must be https, or http to a loopback address.
+	NotifyWebhooks string `yaml:"notify_webhooks"`
+	// NotifyWebhookSecret, if set, signs every notification body
+	// (X-Warder-Signature: sha256=<HMAC>). Secret: never repeated.
+	NotifyWebhookSecret string `yaml:"notify_webhook_secret"`
 }
 
 // Limits on values.
@@ -122,6 +131,11 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.ShutdownTimeout }, check: checkShutdown},
 	{key: "time_zone", help: `IANA time zone for policy conditions on time, e.g. "Europe/Berlin"`,
 		ptr: func(c *Config) any { return &c.TimeZone }, check: checkTimeZone},
+	{key: "notify_webhooks", help: `access notifications: comma-separated [json:|slack:]https://… URLs`,
+		secret: true, // a Slack hook URL is a credential
+		ptr:    func(c *Config) any { return &c.NotifyWebhooks }},
+	{key: "notify_webhook_secret", help: "HMAC key signing notification bodies", secret: true,
+		ptr: func(c *Config) any { return &c.NotifyWebhookSecret }},
 }
 
 // Keys returns the configuration keys, in a stable order, for registering

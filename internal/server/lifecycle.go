@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/identity"
@@ -13,39 +14,52 @@ import (
 // stops being usable.
 var lifecycleOrigin = audit.Origin{Actor: "system:lifecycle"}
 
-// onLifecycle ends the leases of a principal that was disabled or deleted.
-// It runs after the identity change committed; a crash before it finishes
-// is repaired by reconcileHolders at the next start.
+// onLifecycle ends the leases and grants of a principal that was disabled
+// or deleted. It runs after the identity change committed; a crash before
+// it finishes is repaired by reconcileHolders at the next start.
 func (s *Server) onLifecycle(ctx context.Context, ev identity.LifecycleEvent) {
 	ctx = context.WithoutCancel(ctx)
 	if _, err := s.vault.EndLeasesOf(ctx, lifecycleOrigin, ev.Principal); err != nil {
 		s.logger.Error("end leases of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "err", err)
 	}
+	if _, err := s.access.EndGrantsOf(ctx, lifecycleOrigin, ev.Principal); err != nil {
+		s.logger.Error("end grants of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "err", err)
+	}
 }
 
-// reconcileHolders ends every active lease whose holder is no longer an
-// active principal: the lifecycle hook runs in memory after its change
-// committed, so a crash in between would otherwise leave the lease (and
-// the credential it showed) alive until it expires.
+// reconcileHolders ends every active lease and grant whose holder is no
+// longer an active principal: the lifecycle hook runs in memory after its
+// change committed, so a crash in between would otherwise leave the lease
+// (and the credential it showed) or the grant alive until it expires.
 func (s *Server) reconcileHolders(ctx context.Context) {
+	var holders []string
 	ll, err := s.vault.Leases(ctx, "")
 	if err != nil {
 		s.logger.Warn("reconcile lease holders", "err", err)
-		return
+	}
+	for _, l := range ll.Leases {
+		holders = append(holders, l.Holder)
+	}
+	gs, err := s.access.Grants(ctx, access.GrantFilter{Active: true})
+	if err != nil {
+		s.logger.Warn("reconcile grant holders", "err", err)
+	}
+	for _, g := range gs {
+		holders = append(holders, g.Principal.Actor())
 	}
 	seen := map[string]bool{}
-	for _, l := range ll.Leases {
-		if seen[l.Holder] {
+	for _, h := range holders {
+		if seen[h] {
 			continue
 		}
-		seen[l.Holder] = true
-		p, ok := parseActor(l.Holder)
+		seen[h] = true
+		p, ok := parseActor(h)
 		if !ok {
 			continue
 		}
 		active, err := s.principalActive(ctx, p)
 		if err != nil {
-			s.logger.Warn("reconcile lease holder", "holder", l.Holder, "err", err)
+			s.logger.Warn("reconcile holder", "holder", h, "err", err)
 			continue
 		}
 		if !active {
@@ -82,4 +96,24 @@ func (s *Server) principalActive(ctx context.Context, p identity.Principal) (boo
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// parseWebhooks reads notify_webhooks: comma-separated URLs, each
+// optionally prefixed "json:" or "slack:".
+func parseWebhooks(list, secret string) ([]access.Webhook, error) {
+	var out []access.Webhook
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		kind := "json"
+		for _, k := range []string{"json:", "slack:"} {
+			if strings.HasPrefix(item, k) {
+				kind, item = strings.TrimSuffix(k, ":"), strings.TrimPrefix(item, k)
+			}
+		}
+		out = append(out, access.Webhook{URL: item, Kind: kind, Secret: secret})
+	}
+	return out, nil
 }

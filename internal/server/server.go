@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/api"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
@@ -49,6 +50,8 @@ type Server struct {
 	connectors connector.Registry
 	vault      *vault.Vault
 	rotation   *rotation.Engine
+	access     *access.Access
+	webhooks   *access.Webhooks
 	operator   *operator.Operator
 	api        *api.Server
 	tls        *tls.Config
@@ -142,6 +145,20 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	// a disabled or deleted principal loses its leases at once.
 	s.vault.OnRelease(func(ctx context.Context, account, reason string) { s.rotation.Trigger(ctx, account, reason) })
 	s.identity.Subscribe(s.onLifecycle)
+	hooks, err := parseWebhooks(cfg.NotifyWebhooks, cfg.NotifyWebhookSecret)
+	if err != nil {
+		return nil, err
+	}
+	if s.webhooks, err = access.NewWebhooks(access.WebhooksConfig{Webhooks: hooks, Logger: logger.With("component", "webhooks")}); err != nil {
+		return nil, fmt.Errorf("server: notify_webhooks: %w", err)
+	}
+	if s.access, err = access.New(ctx, access.Config{
+		DB: s.db, Audit: s.audit, Authz: s.authz, Identity: s.identity, Vault: s.vault, Connectors: s.connectors,
+		Barrier: s.barrier, Notifier: s.webhooks, Logger: logger.With("component", "access"),
+	}); err != nil {
+		return nil, err
+	}
+	s.barrier.Register("access", s.access)
 	s.operator = &operator.Operator{Barrier: s.barrier, Audit: s.audit, Identity: s.identity}
 	if s.api, err = api.New(api.Config{
 		Operator:        s.operator,
@@ -151,6 +168,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		Authz:           s.authz,
 		Vault:           s.vault,
 		Rotation:        s.rotation,
+		Access:          s.access,
 		Logger:          logger.With("component", "api"),
 		Registry:        prometheus.NewRegistry(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
@@ -291,7 +309,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
+	go func() { defer wg.Done(); s.webhooks.Run(bg) }()
+	go func() { defer wg.Done(); s.access.Run(bg) }()
 	go func() { defer wg.Done(); s.barrier.Run(bg) }()
 	go func() { defer wg.Done(); s.audit.Run(bg) }()
 	go func() { defer wg.Done(); s.vault.Run(bg) }()
