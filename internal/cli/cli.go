@@ -101,7 +101,8 @@ func (e *env) rootCommand() *cobra.Command {
 	root.AddCommand(e.serverCommand(), e.devCommand(), e.operatorCommand(), e.auditCommand(),
 		e.loginCommand(), e.logoutCommand(), e.whoamiCommand(), e.tokenCommand(), e.mfaCommand(),
 		e.userCommand(), e.groupCommand(), e.machineCommand(), e.policyCommand(),
-		e.targetCommand(), e.accountCommand(), e.checkoutCommand(), e.checkinCommand(), e.secretCommand(), e.runCommand())
+		e.targetCommand(), e.accountCommand(), e.checkoutCommand(), e.checkinCommand(), e.secretCommand(), e.runCommand(),
+		e.roleCommand(), e.requestCommand(), e.grantCommand())
 	return root
 }
 
