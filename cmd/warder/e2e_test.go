@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	testenv.StopPostgresSCRAM() // started by the vault tests
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -5,16 +5,31 @@
 //
 //   - A Role is a Cedar policy template (see authz.ValidateTemplate) and
 //     optionally an ephemeral database user to create on a target.
+//
 //   - An Eligibility says who (a user, or the members of a group) may
 //     request a role, for how long at most, with how many approvals from
 //     which group, and whether a ticket, a reason and fresh MFA are needed.
+//
 //   - A Request asks for a role (or to extend a grant). Once enough
 //     approvals are given (none for self-activation) a Grant is created.
+//
 //   - A Grant links the role's template to the principal as a grant policy
 //     in the authz package, expiring with the grant, in the transaction
 //     that creates the grant. Every access is decided by the one policy
 //     engine, which skips an expired grant policy at once, and a revoked
 //     one once unlinked, before any background job runs.
+//
+//   - A break-glass role (RoleSpec.BreakGlass) is sealed in normal
+//     operation: it is opened under dual control (every eligibility needs
+//     at least two approvals) or, where an eligibility allows it, at once
+//     as an emergency (RequestSpec.Emergency), which raises a high-severity
+//     audit event and alert, notifies the approvers and opens an Incident
+//     that stays open until an approver reviews it. See breakglass.go.
+//
+//   - An access review (StartReview) lists the standing assignments in
+//     scope (eligibilities and live grants of roles, or memberships of
+//     groups) for a reviewer group to keep or revoke by a deadline, after
+//     which the campaign's default decides the rest. See reviews.go.
 //
 // # Guarantees
 //
@@ -77,11 +92,27 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
-// Identity answers group membership; *identity.Directory implements it.
+// Identity answers group membership, lists groups for access reviews and
+// removes the memberships a review revokes; *identity.Directory
+// implements it.
 type Identity interface {
 	// Parents returns the groups kind ("user", "machine", "group") name is
 	// a direct member of.
 	Parents(ctx context.Context, kind, name string) ([]string, error)
+	// Group returns a group with its direct members; errkind.NotFound if
+	// there is none.
+	Group(ctx context.Context, name string) (identity.Group, error)
+	// Groups returns every group with its direct members.
+	Groups(ctx context.Context) ([]identity.Group, error)
+	// RemoveMember removes m from group (audited by the directory);
+	// errkind.NotFound if m is not a member.
+	RemoveMember(ctx context.Context, o audit.Origin, group string, m identity.Member) error
+}
+
+// Rotator rotates vault accounts' credentials in the background;
+// *rotation.Engine implements it.
+type Rotator interface {
+	Trigger(ctx context.Context, accountID, reason string)
 }
 
 // Vault knows targets and their management accounts' credentials;
@@ -127,6 +158,9 @@ type Config struct {
 	// Notifier is told of every state change of requests and grants.
 	// Nil: nobody is.
 	Notifier Notifier
+	// Rotator rotates the accounts a role names in RotateAccounts when a
+	// grant of the role ends. Nil: roles with RotateAccounts are refused.
+	Rotator Rotator
 	// Logger receives operational logs, never secrets. Nil: discard.
 	Logger *slog.Logger
 	// Now is the clock; give authz the same one. Nil: time.Now.
@@ -155,6 +189,7 @@ type Access struct {
 	conns    connector.Registry
 	cipher   Cipher
 	notifier Notifier
+	rotator  Rotator
 	log      *slog.Logger
 	now      func() time.Time
 	window   time.Duration
@@ -179,7 +214,7 @@ func New(ctx context.Context, cfg Config) (*Access, error) {
 	}
 	a := &Access{
 		db: cfg.DB, audit: cfg.Audit, authz: cfg.Authz, identity: cfg.Identity, vault: cfg.Vault,
-		conns: cfg.Connectors, cipher: cfg.Barrier, notifier: cfg.Notifier, log: cfg.Logger, now: cfg.Now,
+		conns: cfg.Connectors, cipher: cfg.Barrier, notifier: cfg.Notifier, rotator: cfg.Rotator, log: cfg.Logger, now: cfg.Now,
 		window: cfg.RequestWindow, mfaAge: cfg.MFAMaxAge, skew: cfg.EphemeralSkew, interval: cfg.Interval,
 	}
 	if a.log == nil {
@@ -219,6 +254,14 @@ var (
 	ErrWindowPassed    = errors.New("access: the request window has passed")                        // Conflict
 	ErrMFARequired     = errors.New("access: a recent second factor is required")                   // Denied
 	ErrGrantEnded      = errors.New("access: the grant has ended")                                  // Conflict
+
+	ErrDualControl     = errors.New("access: a break-glass role needs at least two approvals") // Invalid
+	ErrNoEmergency     = errors.New("access: emergency access is not allowed")                 // Denied
+	ErrSelfReview      = errors.New("access: a reviewer cannot review their own access")       // Denied
+	ErrNotReviewer     = errors.New("access: not a member of the reviewer group")              // Denied
+	ErrReviewClosed    = errors.New("access: the review is closed")                            // Conflict
+	ErrAlreadyDecided  = errors.New("access: the review item is already decided")              // Conflict
+	ErrEmergencyActive = errors.New("access: the emergency grant is still active")             // Conflict
 )
 
 // lockName serialises access's changes across servers.

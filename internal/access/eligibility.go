@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -58,8 +59,12 @@ type Eligibility struct {
 	ReasonOptional bool `json:"reason_optional"`
 	// RequireMFA requires the requester, and each approver, to have
 	// presented a second factor recently (Config.MFAMaxAge).
-	RequireMFA bool      `json:"require_mfa"`
-	CreatedAt  time.Time `json:"created_at"`
+	RequireMFA bool `json:"require_mfa"`
+	// AllowEmergency lets the subject open a break-glass role at once, as
+	// an emergency (RequestSpec.Emergency), without approvals. Only for
+	// break-glass roles. False (the default): never.
+	AllowEmergency bool      `json:"allow_emergency"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 // Bounds of an eligibility.
@@ -105,7 +110,10 @@ func ticketPattern(p string) (*regexp.Regexp, error) {
 
 // SetEligibility stores e, replacing the eligibility of e.Subject for
 // e.Role, audited "access.eligibility.set". The role must exist
-// (errkind.NotFound). Pending requests keep the terms they were made on.
+// (errkind.NotFound). For a break-glass role e needs at least two
+// approvals (errkind.Invalid, ErrDualControl); AllowEmergency is for
+// break-glass roles only (errkind.Invalid). Pending requests keep the
+// terms they were made on.
 func (a *Access) SetEligibility(ctx context.Context, o audit.Origin, e Eligibility) (Eligibility, error) {
 	if err := e.check(); err != nil {
 		return Eligibility{}, err
@@ -113,17 +121,25 @@ func (a *Access) SetEligibility(ctx context.Context, o audit.Origin, e Eligibili
 	var us int64
 	e.CreatedAt, us = a.nowMicros()
 	err := a.inTx(ctx, func(tx *txn) error {
-		if _, err := roleTx(ctx, tx, e.Role); err != nil {
+		role, err := roleTx(ctx, tx, e.Role)
+		if err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO access_eligibility (role, subject_kind, subject_name, approvals, approver_group,
-				max_ttl, require_ticket, reason_optional, require_mfa, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		if role.BreakGlass && e.Approvals < 2 {
+			return errkind.New(errkind.Invalid, "%w (role %q; dual control)", ErrDualControl, role.Name)
+		}
+		if e.AllowEmergency && !role.BreakGlass {
+			return errkind.New(errkind.Invalid, "access: emergency use is for break-glass roles; %q is not one", role.Name)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO access_eligibility (role, subject_kind, subject_name, approvals, approver_group,
+				max_ttl, require_ticket, reason_optional, require_mfa, allow_emergency, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 			ON CONFLICT (role, subject_kind, subject_name) DO UPDATE SET approvals = excluded.approvals,
 				approver_group = excluded.approver_group, max_ttl = excluded.max_ttl, require_ticket = excluded.require_ticket,
-				reason_optional = excluded.reason_optional, require_mfa = excluded.require_mfa, created_at = excluded.created_at`,
+				reason_optional = excluded.reason_optional, require_mfa = excluded.require_mfa,
+				allow_emergency = excluded.allow_emergency, created_at = excluded.created_at`,
 			e.Role, e.Subject.Kind, e.Subject.Name, e.Approvals, e.ApproverGroup, e.MaxTTL.Microseconds(),
-			e.RequireTicket, e.ReasonOptional, e.RequireMFA, us)
+			e.RequireTicket, e.ReasonOptional, e.RequireMFA, e.AllowEmergency, us)
 		if err != nil {
 			return fmt.Errorf("access: store eligibility: %w", err)
 		}
@@ -131,6 +147,7 @@ func (a *Access) SetEligibility(ctx context.Context, o audit.Origin, e Eligibili
 			"subject": e.Subject.String(), "approvals": fmt.Sprint(e.Approvals), "approver_group": e.ApproverGroup,
 			"max_ttl": e.MaxTTL.String(), "require_ticket": e.RequireTicket,
 			"reason_optional": fmt.Sprint(e.ReasonOptional), "require_mfa": fmt.Sprint(e.RequireMFA),
+			"allow_emergency": fmt.Sprint(e.AllowEmergency),
 		}))
 	})
 	if err != nil {
@@ -143,7 +160,7 @@ func (a *Access) SetEligibility(ctx context.Context, o audit.Origin, e Eligibili
 // "", ordered by role, subject kind and name.
 func (a *Access) ListEligibility(ctx context.Context, role string) ([]Eligibility, error) {
 	q := `SELECT role, subject_kind, subject_name, approvals, approver_group, max_ttl, require_ticket,
-		reason_optional, require_mfa, created_at FROM access_eligibility`
+		reason_optional, require_mfa, allow_emergency, created_at FROM access_eligibility`
 	var args []any
 	if role != "" {
 		q += ` WHERE role = $1`
@@ -159,7 +176,7 @@ func (a *Access) ListEligibility(ctx context.Context, role string) ([]Eligibilit
 		var e Eligibility
 		var ttl, created int64
 		if err := rows.Scan(&e.Role, &e.Subject.Kind, &e.Subject.Name, &e.Approvals, &e.ApproverGroup, &ttl,
-			&e.RequireTicket, &e.ReasonOptional, &e.RequireMFA, &created); err != nil {
+			&e.RequireTicket, &e.ReasonOptional, &e.RequireMFA, &e.AllowEmergency, &created); err != nil {
 			return nil, fmt.Errorf("access: read eligibility: %w", err)
 		}
 		e.MaxTTL, e.CreatedAt = time.Duration(ttl)*time.Microsecond, store.FromMicros(created)
@@ -175,26 +192,36 @@ func (a *Access) ListEligibility(ctx context.Context, role string) ([]Eligibilit
 // "access.eligibility.remove"; errkind.NotFound if there is none. Pending
 // requests made under it stay; live grants stay (revoke them).
 func (a *Access) RemoveEligibility(ctx context.Context, o audit.Origin, role string, s Subject) error {
-	return a.inTx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM access_eligibility WHERE role = $1 AND subject_kind = $2 AND subject_name = $3`,
-			role, s.Kind, s.Name)
-		if err != nil {
-			return fmt.Errorf("access: remove eligibility: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errkind.New(errkind.NotFound, "access: %s is not eligible for role %q", clip(s.String()), clip(role))
-		}
-		return a.appendTx(ctx, tx, o.Event("access.eligibility.remove", role, audit.OutcomeSuccess,
-			map[string]string{"subject": s.String()}))
-	})
+	return a.inTx(ctx, func(tx *txn) error { return a.removeEligibilityTx(ctx, tx, o, role, s, nil) })
+}
+
+// removeEligibilityTx is RemoveEligibility in tx, with details added to
+// its audit event.
+func (a *Access) removeEligibilityTx(ctx context.Context, tx *txn, o audit.Origin, role string, s Subject, details map[string]string) error {
+	res, err := tx.ExecContext(ctx, `DELETE FROM access_eligibility WHERE role = $1 AND subject_kind = $2 AND subject_name = $3`,
+		role, s.Kind, s.Name)
+	if err != nil {
+		return fmt.Errorf("access: remove eligibility: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errkind.New(errkind.NotFound, "access: %s is not eligible for role %q", clip(s.String()), clip(role))
+	}
+	if details == nil {
+		details = map[string]string{}
+	}
+	details["subject"] = s.String()
+	return a.appendTx(ctx, tx, o.Event("access.eligibility.remove", role, audit.OutcomeSuccess, details))
 }
 
 // choose returns the eligibility a request by p for role is made under:
 // of those that match p and whose terms spec meets, the one needing the
 // fewest approvals, then p's own, then by group name. With none matching
-// p it is ErrNotEligible; with none met, the error of the first.
-func (a *Access) choose(ctx context.Context, p identity.Principal, role string, spec RequestSpec, now time.Time) (Eligibility, error) {
-	all, err := a.ListEligibility(ctx, role)
+// p it is ErrNotEligible; with none met, the error of the first. For a
+// break-glass role only eligibilities with two approvals or more match
+// (older ones may have fewer); for an emergency, only those allowing it
+// (ErrNoEmergency when none does).
+func (a *Access) choose(ctx context.Context, p identity.Principal, role Role, spec RequestSpec, now time.Time) (Eligibility, error) {
+	all, err := a.ListEligibility(ctx, role.Name)
 	if err != nil {
 		return Eligibility{}, err
 	}
@@ -210,7 +237,17 @@ func (a *Access) choose(ctx context.Context, p identity.Principal, role string, 
 		}
 	}
 	if len(match) == 0 {
-		return Eligibility{}, errkind.New(errkind.Denied, "%w: %s for role %q", ErrNotEligible, p.Actor(), clip(role))
+		return Eligibility{}, errkind.New(errkind.Denied, "%w: %s for role %q", ErrNotEligible, p.Actor(), clip(role.Name))
+	}
+	match = slices.DeleteFunc(match, func(e Eligibility) bool {
+		return role.BreakGlass && e.Approvals < 2 || spec.Emergency && !e.AllowEmergency
+	})
+	if len(match) == 0 && spec.Emergency {
+		return Eligibility{}, errkind.New(errkind.Denied, "%w: %s for role %q", ErrNoEmergency, p.Actor(), clip(role.Name))
+	}
+	if len(match) == 0 {
+		return Eligibility{}, errkind.New(errkind.Denied, "%w: %s for role %q (break-glass: two approvals or more)",
+			ErrNotEligible, p.Actor(), clip(role.Name))
 	}
 	sort.SliceStable(match, func(i, j int) bool {
 		if match[i].Approvals != match[j].Approvals {

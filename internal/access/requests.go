@@ -31,6 +31,10 @@ type RequestSpec struct {
 	// factor (from their token).
 	MFA   bool
 	MFAAt time.Time
+	// Emergency opens a break-glass role at once, without approvals, where
+	// the eligibility allows it (Eligibility.AllowEmergency): see
+	// breakglass.go. A reason is then required. CreateRequest only.
+	Emergency bool
 }
 
 // The request kinds.
@@ -63,6 +67,8 @@ type Request struct {
 	ApproverGroup     string `json:"approver_group,omitempty"`
 	RequireMFA        bool   `json:"require_mfa"`
 	EligibleAs        string `json:"eligible_as"` // the eligibility's subject, "group:dba"
+	// Emergency: a break-glass role opened at once, without approvals.
+	Emergency bool `json:"emergency,omitempty"`
 
 	Approvals []Approval `json:"approvals"`
 	CreatedAt time.Time  `json:"created_at"`
@@ -111,7 +117,8 @@ func checkSpec(spec RequestSpec) error {
 // chosen as the package documents (errkind.Denied wrapping ErrNotEligible
 // when p has none; errkind.Invalid or Denied ErrMFARequired when the terms
 // are not met). Under a self-activation eligibility the grant is created
-// at once and the request returned approved, with its GrantID.
+// at once and the request returned approved, with its GrantID; so it is
+// for an emergency (spec.Emergency), as breakglass.go describes.
 func (a *Access) CreateRequest(ctx context.Context, o audit.Origin, p identity.Principal, spec RequestSpec) (Request, error) {
 	if _, err := principalUID(p); err != nil {
 		return Request{}, err
@@ -119,10 +126,19 @@ func (a *Access) CreateRequest(ctx context.Context, o audit.Origin, p identity.P
 	if err := checkSpec(spec); err != nil {
 		return Request{}, err
 	}
-	if _, err := a.Role(ctx, spec.Role); err != nil {
+	role, err := a.Role(ctx, spec.Role)
+	if err != nil {
 		return Request{}, err
 	}
-	return a.newRequest(ctx, o, p, KindActivation, spec, "")
+	if spec.Emergency {
+		if !role.BreakGlass {
+			return Request{}, errkind.New(errkind.Invalid, "access: emergency access is for break-glass roles; %q is not one", role.Name)
+		}
+		if strings.TrimSpace(spec.Reason) == "" {
+			return Request{}, errkind.New(errkind.Invalid, "access: emergency access needs a reason")
+		}
+	}
+	return a.newRequest(ctx, o, p, KindActivation, role, spec, "")
 }
 
 // ExtendGrant asks for more time on grantID on behalf of its grantee p,
@@ -135,6 +151,9 @@ func (a *Access) ExtendGrant(ctx context.Context, o audit.Origin, p identity.Pri
 	if err := checkSpec(spec); err != nil {
 		return Request{}, err
 	}
+	if spec.Emergency {
+		return Request{}, errkind.New(errkind.Invalid, "access: an extension cannot be an emergency; ask for approvals")
+	}
 	g, err := a.Grant(ctx, grantID)
 	if err != nil {
 		return Request{}, err
@@ -145,30 +164,36 @@ func (a *Access) ExtendGrant(ctx context.Context, o audit.Origin, p identity.Pri
 	if !g.Active(a.now()) {
 		return Request{}, errkind.New(errkind.Conflict, "%w: %s", ErrGrantEnded, g.ID)
 	}
+	role, err := a.Role(ctx, g.Role)
+	if err != nil {
+		return Request{}, err
+	}
 	spec.Role = g.Role
-	return a.newRequest(ctx, o, p, KindExtension, spec, g.ID)
+	return a.newRequest(ctx, o, p, KindExtension, role, spec, g.ID)
 }
 
-// newRequest stores a request and, under a self-activation eligibility,
-// fulfils it.
-func (a *Access) newRequest(ctx context.Context, o audit.Origin, p identity.Principal, kind string, spec RequestSpec, grantID string) (Request, error) {
+// newRequest stores a request and, under a self-activation eligibility or
+// as an emergency, fulfils it.
+func (a *Access) newRequest(ctx context.Context, o audit.Origin, p identity.Principal, kind string, role Role, spec RequestSpec, grantID string) (Request, error) {
 	now, us := a.nowMicros()
-	e, err := a.choose(ctx, p, spec.Role, spec, now)
+	e, err := a.choose(ctx, p, role, spec, now)
 	if err != nil {
 		return Request{}, err
 	}
 	r := Request{
 		ID: newID(10), Kind: kind, Role: spec.Role, Requester: p, TTL: spec.TTL, Reason: spec.Reason, Ticket: spec.Ticket,
 		Status: StatusPending, ApprovalsRequired: e.Approvals, ApproverGroup: e.ApproverGroup, RequireMFA: e.RequireMFA,
-		EligibleAs: e.Subject.String(), Approvals: []Approval{}, CreatedAt: now, ExpiresAt: now.Add(a.window), GrantID: grantID,
+		EligibleAs: e.Subject.String(), Emergency: spec.Emergency, Approvals: []Approval{}, CreatedAt: now,
+		ExpiresAt: now.Add(a.window), GrantID: grantID,
 	}
 	var after afterCommit
+	var inc Incident
 	err = a.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO access_requests (id, kind, role, requester, ttl, reason, ticket, status,
-				approvals_required, approver_group, require_mfa, eligible_as, grant_id, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+				approvals_required, approver_group, require_mfa, eligible_as, grant_id, created_at, expires_at, emergency)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 			r.ID, r.Kind, r.Role, p.Actor(), r.TTL.Microseconds(), r.Reason, r.Ticket, r.Status, r.ApprovalsRequired,
-			r.ApproverGroup, r.RequireMFA, r.EligibleAs, r.GrantID, us, store.Micros(r.ExpiresAt))
+			r.ApproverGroup, r.RequireMFA, r.EligibleAs, r.GrantID, us, store.Micros(r.ExpiresAt), r.Emergency)
 		if err != nil {
 			return fmt.Errorf("access: store request: %w", err)
 		}
@@ -177,16 +202,26 @@ func (a *Access) newRequest(ctx context.Context, o audit.Origin, p identity.Prin
 		if grantID != "" {
 			details["grant"] = grantID
 		}
+		if r.Emergency {
+			details["emergency"] = "true"
+		}
 		if err := a.appendTx(ctx, tx, o.Event("access.request.create", r.ID, audit.OutcomeSuccess, details)); err != nil {
 			return err
 		}
-		if r.ApprovalsRequired == 0 {
+		if r.ApprovalsRequired == 0 || r.Emergency {
 			after, err = a.fulfilTx(ctx, tx, o, &r, p.Actor(), now)
+		}
+		if err == nil && r.Emergency {
+			inc, err = a.openIncidentTx(ctx, tx, o, r, *after.grant, now)
 		}
 		return err
 	})
 	if err != nil {
 		return Request{}, err
+	}
+	if r.Emergency {
+		a.emergency(ctx, o, r, after, inc)
+		return r, nil
 	}
 	a.notify(EventRequested, o, r, nil)
 	a.finish(ctx, o, r, after)
@@ -305,7 +340,7 @@ type querier interface {
 }
 
 const requestColumns = `id, kind, role, requester, ttl, reason, ticket, status, approvals_required, approver_group,
-	require_mfa, eligible_as, grant_id, created_at, expires_at, decided_at, decided_by, comment`
+	require_mfa, eligible_as, grant_id, created_at, expires_at, decided_at, decided_by, comment, emergency`
 
 func requestIn(ctx context.Context, q querier, id string) (Request, error) {
 	rs, err := queryRequests(ctx, q, `SELECT `+requestColumns+` FROM access_requests WHERE id = $1`, id)
@@ -331,7 +366,7 @@ func queryRequests(ctx context.Context, q querier, query string, args ...any) ([
 		var requester string
 		var ttl, created, exp, decided int64
 		if err := rows.Scan(&r.ID, &r.Kind, &r.Role, &requester, &ttl, &r.Reason, &r.Ticket, &r.Status, &r.ApprovalsRequired,
-			&r.ApproverGroup, &r.RequireMFA, &r.EligibleAs, &r.GrantID, &created, &exp, &decided, &r.DecidedBy, &r.Comment); err != nil {
+			&r.ApproverGroup, &r.RequireMFA, &r.EligibleAs, &r.GrantID, &created, &exp, &decided, &r.DecidedBy, &r.Comment, &r.Emergency); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("access: read request: %w", err)
 		}

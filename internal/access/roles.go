@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -31,9 +32,19 @@ type RoleSpec struct {
 	// Ephemeral, if set, makes each grant also create a database user.
 	// Nil: none.
 	Ephemeral *EphemeralRole
-	// BreakGlass marks the role as break-glass. It is stored; the
-	// break-glass procedure is not yet enforced.
+	// BreakGlass marks the role as break-glass: every eligibility for it
+	// needs at least two approvals (dual control), and one with
+	// AllowEmergency lets its subject open it at once as an emergency.
+	// Marking an account break-glass means: no standing policy lets anyone
+	// check it out, and a break-glass role's template is the only thing
+	// that does, e.g.
+	// permit(principal == ?principal, action == Action::"checkout", resource == Account::"pg1/postgres");
 	BreakGlass bool
+	// RotateAccounts are vault account ids ("target/username") whose
+	// credentials are rotated (Config.Rotator) when a grant of the role
+	// ends, by expiry or revocation: typically the accounts a break-glass
+	// template reaches. At most 16. Nil: none.
+	RotateAccounts []string
 }
 
 // EphemeralRole is the database user a grant of a role creates.
@@ -53,7 +64,9 @@ type Role struct {
 	Template    string         `json:"template"`
 	Ephemeral   *EphemeralRole `json:"ephemeral,omitempty"`
 	BreakGlass  bool           `json:"break_glass"`
-	CreatedAt   time.Time      `json:"created_at"`
+	// RotateAccounts are rotated when a grant of the role ends.
+	RotateAccounts []string  `json:"rotate_accounts,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 var (
@@ -62,8 +75,9 @@ var (
 )
 
 const (
-	maxText    = 1024 // description, reason, comment
-	maxDBRoles = 16
+	maxText        = 1024 // description, reason, comment
+	maxDBRoles     = 16
+	maxRotateAccts = 16
 )
 
 // checkText refuses s unless it is at most maxText bytes of UTF-8 without
@@ -95,16 +109,22 @@ func (a *Access) CreateRole(ctx context.Context, o audit.Origin, spec RoleSpec) 
 			return Role{}, err
 		}
 	}
+	if err := a.checkRotateAccounts(ctx, spec.RotateAccounts); err != nil {
+		return Role{}, err
+	}
 	now, us := a.nowMicros()
-	r := Role{Name: spec.Name, Description: spec.Description, Template: spec.Template, BreakGlass: spec.BreakGlass, CreatedAt: now}
+	r := Role{Name: spec.Name, Description: spec.Description, Template: spec.Template, BreakGlass: spec.BreakGlass,
+		RotateAccounts: slices.Clone(spec.RotateAccounts), CreatedAt: now}
 	var target, roles string
 	if e := spec.Ephemeral; e != nil {
 		r.Ephemeral = &EphemeralRole{Target: e.Target, Roles: append([]string(nil), e.Roles...)}
 		target, roles = e.Target, strings.Join(e.Roles, " ")
 	}
 	err := a.inTx(ctx, func(tx *txn) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO access_roles (name, description, template, eph_target, eph_roles, break_glass, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.Name, r.Description, r.Template, target, roles, r.BreakGlass, us)
+		_, err := tx.ExecContext(ctx, `INSERT INTO access_roles (name, description, template, eph_target, eph_roles, break_glass,
+				rotate_accounts, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.Name, r.Description, r.Template, target, roles, r.BreakGlass,
+			strings.Join(r.RotateAccounts, " "), us)
 		if store.IsUniqueViolation(err) {
 			return errkind.New(errkind.Conflict, "access: role %q exists", r.Name)
 		}
@@ -114,6 +134,9 @@ func (a *Access) CreateRole(ctx context.Context, o audit.Origin, spec RoleSpec) 
 		details := map[string]string{"break_glass": fmt.Sprint(r.BreakGlass)}
 		if target != "" {
 			details["ephemeral_target"], details["ephemeral_roles"] = target, roles
+		}
+		if len(r.RotateAccounts) > 0 {
+			details["rotate_accounts"] = strings.Join(r.RotateAccounts, " ")
 		}
 		return a.appendTx(ctx, tx, o.Event("access.role.create", r.Name, audit.OutcomeSuccess, details))
 	})
@@ -154,15 +177,48 @@ func (a *Access) checkEphemeralRole(ctx context.Context, e EphemeralRole) error 
 	return nil
 }
 
-const roleColumns = `name, description, template, eph_target, eph_roles, break_glass, created_at`
+// checkRotateAccounts checks a role's RotateAccounts: account ids of
+// existing targets (when the vault is configured), and a Rotator to
+// rotate them.
+func (a *Access) checkRotateAccounts(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if a.rotator == nil {
+		return errkind.New(errkind.Invalid, "access: rotation after a grant is not configured on this server")
+	}
+	if len(ids) > maxRotateAccts {
+		return errkind.New(errkind.Invalid, "access: a role rotates at most %d accounts", maxRotateAccts)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		t, u, ok := strings.Cut(id, "/")
+		if !ok || t == "" || u == "" || len(id) > 256 || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return errkind.New(errkind.Invalid, "access: account %q is not target/username", clip(id))
+		}
+		if seen[id] {
+			return errkind.New(errkind.Invalid, "access: account %q is named twice", clip(id))
+		}
+		seen[id] = true
+		if a.vault != nil {
+			if _, err := a.vault.Target(ctx, t); err != nil {
+				return fmt.Errorf("access: account %q: %w", clip(id), err)
+			}
+		}
+	}
+	return nil
+}
+
+const roleColumns = `name, description, template, eph_target, eph_roles, break_glass, rotate_accounts, created_at`
 
 func scanRole(s interface{ Scan(...any) error }) (Role, error) {
 	var r Role
-	var target, roles string
+	var target, roles, rotate string
 	var created int64
-	if err := s.Scan(&r.Name, &r.Description, &r.Template, &target, &roles, &r.BreakGlass, &created); err != nil {
+	if err := s.Scan(&r.Name, &r.Description, &r.Template, &target, &roles, &r.BreakGlass, &rotate, &created); err != nil {
 		return Role{}, err
 	}
+	r.RotateAccounts = strings.Fields(rotate)
 	if target != "" {
 		r.Ephemeral = &EphemeralRole{Target: target, Roles: strings.Fields(roles)}
 	}

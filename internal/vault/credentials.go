@@ -365,6 +365,27 @@ func (v *Vault) ReleaseRotation(ctx context.Context, accountID, owner string) er
 	return nil
 }
 
+// ReleaseAbandonedClaims ends every rotation claim whose owner does not
+// start with keep (the caller's own prefix), when the store is SQLite: only
+// one process can open a SQLite store at a time (store.Open holds an
+// exclusive lock on it), so such a claim was left by a process that died,
+// and waiting for it to expire would only delay recovery. On PostgreSQL,
+// which several live processes may share, claims end only by expiring, and
+// this does nothing. Call it at start, before recovering. It returns how
+// many claims it ended.
+func (v *Vault) ReleaseAbandonedClaims(ctx context.Context, keep string) (int, error) {
+	if v.db.Kind() != store.SQLite {
+		return 0, nil
+	}
+	res, err := v.db.ExecContext(ctx, `UPDATE vault_accounts SET rotating_by = '', rotating_until = 0
+		WHERE rotating_by <> '' AND substr(rotating_by, 1, $1) <> $2`, len(keep), keep)
+	if err != nil {
+		return 0, fmt.Errorf("vault: release abandoned rotation claims: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
 // clipText shortens s to at most n bytes without splitting a character.
 func clipText(s string, n int) string {
 	if len(s) <= n {
