@@ -159,6 +159,10 @@ func (a *Access) SetEligibility(ctx context.Context, o audit.Origin, e Eligibili
 // ListEligibility returns the eligibilities of role, or of every role for
 // "", ordered by role, subject kind and name.
 func (a *Access) ListEligibility(ctx context.Context, role string) ([]Eligibility, error) {
+	return listEligibility(ctx, a.db, role)
+}
+
+func listEligibility(ctx context.Context, db querier, role string) ([]Eligibility, error) {
 	q := `SELECT role, subject_kind, subject_name, approvals, approver_group, max_ttl, require_ticket,
 		reason_optional, require_mfa, allow_emergency, created_at FROM access_eligibility`
 	var args []any
@@ -166,7 +170,7 @@ func (a *Access) ListEligibility(ctx context.Context, role string) ([]Eligibilit
 		q += ` WHERE role = $1`
 		args = append(args, role)
 	}
-	rows, err := a.db.QueryContext(ctx, q+` ORDER BY role, subject_kind DESC, subject_name`, args...)
+	rows, err := db.QueryContext(ctx, q+` ORDER BY role, subject_kind DESC, subject_name`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("access: read eligibility: %w", err)
 	}

@@ -33,6 +33,12 @@ type Grant struct {
 	EndedAt   time.Time       `json:"ended_at,omitzero"`
 	EndedBy   string          `json:"ended_by,omitempty"`
 	Ephemeral *EphemeralGrant `json:"ephemeral,omitempty"`
+	// Emergency: a break-glass role opened at once, without approvals; an
+	// Incident tracks its review.
+	Emergency bool `json:"emergency,omitempty"`
+	// RotateAccounts, copied from the role, are rotated when the grant
+	// ends.
+	RotateAccounts []string `json:"rotate_accounts,omitempty"`
 }
 
 // EphemeralGrant is a grant's database user. Its password is given only
@@ -83,7 +89,7 @@ func (a *Access) createGrantTx(ctx context.Context, tx *txn, o audit.Origin, r *
 	}
 	id := newID(10)
 	g := Grant{ID: id, Role: role.Name, Principal: r.Requester, RequestID: r.ID, Policy: authz.GrantPrefix + id,
-		StartsAt: now, ExpiresAt: now.Add(r.TTL), Status: GrantActive}
+		StartsAt: now, ExpiresAt: now.Add(r.TTL), Status: GrantActive, Emergency: r.Emergency, RotateAccounts: role.RotateAccounts}
 	var ct []byte
 	var target, username, roles, state string
 	if e := role.Ephemeral; e != nil {
@@ -103,10 +109,10 @@ func (a *Access) createGrantTx(ctx context.Context, tx *txn, o audit.Origin, r *
 		g.Ephemeral = &EphemeralGrant{Target: target, Username: username, Roles: append([]string(nil), e.Roles...), State: state}
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO access_grants (id, role, principal, request_id, starts_at, expires_at,
-			eph_target, eph_username, eph_roles, eph_state, eph_password_ct)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			eph_target, eph_username, eph_roles, eph_state, eph_password_ct, emergency, rotate_accounts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		g.ID, g.Role, g.Principal.Actor(), g.RequestID, store.Micros(g.StartsAt), store.Micros(g.ExpiresAt),
-		target, username, roles, state, ct)
+		target, username, roles, state, ct, g.Emergency, strings.Join(g.RotateAccounts, " "))
 	if err != nil {
 		return Grant{}, fmt.Errorf("access: store grant: %w", err)
 	}
@@ -117,6 +123,9 @@ func (a *Access) createGrantTx(ctx context.Context, tx *txn, o audit.Origin, r *
 		"policy": g.Policy, "expires_at": g.ExpiresAt.Format(time.RFC3339)}
 	if username != "" {
 		details["ephemeral_target"], details["ephemeral_user"] = target, username
+	}
+	if g.Emergency {
+		details["emergency"] = "true"
 	}
 	return g, a.appendTx(ctx, tx, o.Event("access.grant.create", g.ID, audit.OutcomeSuccess, details))
 }
@@ -163,10 +172,12 @@ func (a *Access) extendGrantTx(ctx context.Context, tx *txn, o audit.Origin, id,
 
 // endGrantTx ends live grant g at us for reason (GrantExpired or
 // GrantRevoked), decided by by, audited action with details: it unlinks
-// its policy and cancels its pending extension requests. A grant that
-// ended meanwhile is errkind.Conflict (ErrGrantEnded).
+// its policy, cancels its pending extension requests and, if it has
+// RotateAccounts, marks their rotation pending (ended triggers it). A
+// grant that ended meanwhile is errkind.Conflict (ErrGrantEnded).
 func (a *Access) endGrantTx(ctx context.Context, tx *txn, o audit.Origin, g *Grant, reason, by string, us int64, action string, details map[string]string) error {
-	res, err := tx.ExecContext(ctx, `UPDATE access_grants SET ended_at = $1, end_reason = $2, ended_by = $3
+	res, err := tx.ExecContext(ctx, `UPDATE access_grants SET ended_at = $1, end_reason = $2, ended_by = $3,
+			rotate_pending = rotate_accounts <> ''
 		WHERE id = $4 AND ended_at = 0`, us, reason, by, g.ID)
 	if err != nil {
 		return fmt.Errorf("access: end grant %s: %w", g.ID, err)
@@ -186,6 +197,12 @@ func (a *Access) endGrantTx(ctx context.Context, tx *txn, o audit.Origin, g *Gra
 		details = map[string]string{}
 	}
 	details["role"], details["principal"], details["policy"] = g.Role, g.Principal.Actor(), g.Policy
+	if g.Emergency {
+		details["emergency"] = "true"
+	}
+	if len(g.RotateAccounts) > 0 {
+		details["rotate_accounts"] = strings.Join(g.RotateAccounts, " ")
+	}
 	return a.appendTx(ctx, tx, o.Event(action, g.ID, audit.OutcomeSuccess, details))
 }
 
@@ -260,9 +277,15 @@ func (a *Access) EndGrantsOf(ctx context.Context, o audit.Origin, p identity.Pri
 }
 
 // ended applies a committed end of g: the policy change in this server,
-// the drop of its ephemeral user, the notification.
+// the drop of its ephemeral user, the rotation of its accounts, the
+// notification.
 func (a *Access) ended(ctx context.Context, o audit.Origin, event string, g Grant, reason string) {
 	a.authz.Refresh(ctx)
+	if len(g.RotateAccounts) > 0 {
+		if err := a.rotateAfter(ctx, g.ID, g.RotateAccounts); err != nil {
+			a.log.WarnContext(ctx, "access: rotation after the grant not recorded; Run retries", "grant", g.ID, "err", err)
+		}
+	}
 	if g.Ephemeral != nil {
 		if err := a.dropEphemeral(ctx, g.ID); err != nil {
 			a.log.WarnContext(ctx, "access: ephemeral user not dropped yet; Run retries", "grant", g.ID, "err", err)
@@ -327,7 +350,7 @@ func grantIn(ctx context.Context, q querier, id string, now time.Time) (Grant, e
 // queryGrants reads the grants where selects; Status is as of now.
 func queryGrants(ctx context.Context, q querier, now time.Time, where string, args ...any) ([]Grant, error) {
 	rows, err := q.QueryContext(ctx, `SELECT id, role, principal, request_id, starts_at, expires_at, ended_at, end_reason, ended_by,
-		eph_target, eph_username, eph_roles, eph_state, eph_error FROM access_grants `+where, args...)
+		eph_target, eph_username, eph_roles, eph_state, eph_error, emergency, rotate_accounts FROM access_grants `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("access: read grants: %w", err)
 	}
@@ -335,13 +358,13 @@ func queryGrants(ctx context.Context, q querier, now time.Time, where string, ar
 	out := []Grant{}
 	for rows.Next() {
 		var g Grant
-		var principal, reason, target, username, roles, state, ephErr string
+		var principal, reason, target, username, roles, state, ephErr, rotate string
 		var starts, exp, ended int64
 		if err := rows.Scan(&g.ID, &g.Role, &principal, &g.RequestID, &starts, &exp, &ended, &reason, &g.EndedBy,
-			&target, &username, &roles, &state, &ephErr); err != nil {
+			&target, &username, &roles, &state, &ephErr, &g.Emergency, &rotate); err != nil {
 			return nil, fmt.Errorf("access: read grant: %w", err)
 		}
-		g.Principal, g.Policy = parseActor(principal), authz.GrantPrefix+g.ID
+		g.Principal, g.Policy, g.RotateAccounts = parseActor(principal), authz.GrantPrefix+g.ID, strings.Fields(rotate)
 		g.StartsAt, g.ExpiresAt, g.EndedAt = store.FromMicros(starts), store.FromMicros(exp), fromMicros(ended)
 		switch {
 		case reason != "":

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -60,6 +61,78 @@ func (m *memIdentity) Parents(ctx context.Context, kind, name string) ([]string,
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.parents[identity.Member{Kind: kind, Name: name}]), nil
+}
+
+// Group returns group name with its direct members; a group exists while
+// something is a member of it or it is a member of something.
+func (m *memIdentity) Group(ctx context.Context, name string) (identity.Group, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := identity.Group{Name: name, Members: []identity.Member{}}
+	found := len(m.parents[identity.Member{Kind: "group", Name: name}]) > 0
+	for k, gs := range m.parents {
+		if slices.Contains(gs, name) {
+			g.Members, found = append(g.Members, k), true
+		}
+	}
+	if !found {
+		return identity.Group{}, errkind.New(errkind.NotFound, "identity: no group %q", name)
+	}
+	slices.SortFunc(g.Members, func(a, b identity.Member) int { return strings.Compare(a.Kind+":"+a.Name, b.Kind+":"+b.Name) })
+	return g, nil
+}
+
+func (m *memIdentity) Groups(ctx context.Context) ([]identity.Group, error) {
+	m.mu.Lock()
+	names := map[string]bool{}
+	for k, gs := range m.parents {
+		for _, g := range gs {
+			names[g] = true
+		}
+		if k.Kind == "group" {
+			names[k.Name] = true
+		}
+	}
+	m.mu.Unlock()
+	var out []identity.Group
+	for _, n := range slices.Sorted(maps.Keys(names)) {
+		g, err := m.Group(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+func (m *memIdentity) RemoveMember(ctx context.Context, o audit.Origin, group string, mb identity.Member) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	gs := m.parents[mb]
+	i := slices.Index(gs, group)
+	if i < 0 {
+		return errkind.New(errkind.NotFound, "identity: %s %q is not a member of group %q", mb.Kind, mb.Name, group)
+	}
+	m.parents[mb] = slices.Delete(slices.Clone(gs), i, i+1)
+	return nil
+}
+
+// rotator is a Rotator that records what it is asked to rotate.
+type rotator struct {
+	mu   sync.Mutex
+	accs []string
+}
+
+func (r *rotator) Trigger(ctx context.Context, account, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.accs = append(r.accs, account)
+}
+
+func (r *rotator) triggered() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.accs)
 }
 
 // resolver answers authz's entity questions from memIdentity and the
@@ -269,6 +342,7 @@ type env struct {
 	fake  *fakeDB
 	clk   *clock
 	notes *recorder
+	rot   *rotator
 	a     *Access
 }
 
@@ -293,7 +367,7 @@ func newEnv(t testing.TB, db *store.DB) *env {
 	t.Helper()
 	ctx := context.Background()
 	e := &env{db: db, clk: &clock{t: time.Date(2026, 1, 7, 12, 0, 0, 0, time.UTC)},
-		ids: &memIdentity{parents: map[identity.Member][]string{}}, fake: newFakeDB(), notes: &recorder{}}
+		ids: &memIdentity{parents: map[identity.Member][]string{}}, fake: newFakeDB(), notes: &recorder{}, rot: &rotator{}}
 	e.ids.add("user", "alice", "dba", "approvers")
 	e.ids.add("user", "bob", "dba", "approvers")
 	e.ids.add("group", "senior", "approvers")
@@ -312,7 +386,7 @@ func newEnv(t testing.TB, db *store.DB) *env {
 		t.Fatal(err)
 	}
 	e.a, err = New(ctx, Config{DB: db, Audit: e.log, Authz: e.az, Identity: e.ids, Vault: e.vault,
-		Connectors: connector.Registry{"fakedb": e.fake}, Barrier: newMemCipher(), Notifier: e.notes, Now: e.clk.Now})
+		Connectors: connector.Registry{"fakedb": e.fake}, Barrier: newMemCipher(), Notifier: e.notes, Rotator: e.rot, Now: e.clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

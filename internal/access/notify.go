@@ -27,6 +27,10 @@ type Notification struct {
 	// ExpiresAt is the grant's expiry, or the request's window.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	Comment   string    `json:"comment,omitempty"`
+	// IncidentID is the post-incident review an emergency opened.
+	IncidentID string `json:"incident_id,omitempty"`
+	// Severity is "high" for an emergency; "" otherwise.
+	Severity string `json:"severity,omitempty"`
 }
 
 // The events.
@@ -38,6 +42,7 @@ const (
 	EventRequestExpired = "request_expired" // a request's window passed
 	EventExpired        = "expired"         // a grant expired
 	EventRevoked        = "revoked"         // a grant was revoked
+	EventEmergency      = "emergency"       // a break-glass role was opened at once; for the approver group
 )
 
 // Notifier is told of every state change after it committed. Notify must

@@ -28,13 +28,16 @@ func (a *Access) Run(ctx context.Context) {
 
 // Sweep does one round of Run's work: it ends the grants past their
 // expiry (audited "access.grant.expire": their policies unlinked, their
-// ephemeral users dropped), expires the pending requests past their window
-// ("access.request.expire"), and reconciles ephemeral users with the
-// grants. It goes on past errors and returns them joined.
+// ephemeral users dropped, their accounts rotated), expires the pending
+// requests past their window ("access.request.expire"), reconciles
+// ephemeral users with the grants, triggers rotations left pending, and
+// closes the access reviews past their deadline (CloseDueReviews). It goes
+// on past errors and returns them joined.
 func (a *Access) Sweep(ctx context.Context) error {
 	_, err1 := a.ExpireGrants(ctx)
 	_, err2 := a.ExpireRequests(ctx)
-	return errors.Join(err1, err2, a.reconcile(ctx))
+	_, err3 := a.CloseDueReviews(ctx)
+	return errors.Join(err1, err2, err3, a.reconcile(ctx), a.retryRotations(ctx))
 }
 
 // ExpireGrants ends the grants past their expiry and returns how many.

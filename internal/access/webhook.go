@@ -222,6 +222,9 @@ func payload(kind string, n Notification) ([]byte, error) {
 // slackText is a one-line summary of n.
 func slackText(n Notification) string {
 	var b strings.Builder
+	if n.Severity != "" {
+		fmt.Fprintf(&b, "[%s] ", strings.ToUpper(n.Severity))
+	}
 	fmt.Fprintf(&b, "Warder: access %s — role %s for %s", strings.ReplaceAll(n.Event, "_", " "), n.Role, n.Principal)
 	if n.Actor != n.Principal {
 		fmt.Fprintf(&b, ", by %s", n.Actor)
@@ -235,7 +238,9 @@ func slackText(n Notification) string {
 	if n.TTL != "" && n.Event == EventRequested {
 		fmt.Fprintf(&b, " for %s", n.TTL)
 	}
-	if n.Approvals != "" {
+	if n.Event == EventEmergency {
+		fmt.Fprintf(&b, ", without approval; approvers %s", n.ApproverGroup)
+	} else if n.Approvals != "" {
 		fmt.Fprintf(&b, ", approvals %s from %s", n.Approvals, n.ApproverGroup)
 	}
 	if n.GrantID != "" {
@@ -249,6 +254,9 @@ func slackText(n Notification) string {
 	}
 	if n.Comment != "" {
 		fmt.Fprintf(&b, "; comment: %s", n.Comment)
+	}
+	if n.IncidentID != "" {
+		fmt.Fprintf(&b, "; post-incident review %s", n.IncidentID)
 	}
 	return b.String()
 }

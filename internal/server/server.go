@@ -154,7 +154,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}
 	if s.access, err = access.New(ctx, access.Config{
 		DB: s.db, Audit: s.audit, Authz: s.authz, Identity: s.identity, Vault: s.vault, Connectors: s.connectors,
-		Barrier: s.barrier, Notifier: s.webhooks, Logger: logger.With("component", "access"),
+		Barrier: s.barrier, Notifier: s.webhooks, Rotator: s.rotation, Logger: logger.With("component", "access"),
 	}); err != nil {
 		return nil, err
 	}
