@@ -16,6 +16,9 @@ type RoleRequest struct {
 	Template    string                `json:"template"`
 	Ephemeral   *access.EphemeralRole `json:"ephemeral,omitempty"`
 	BreakGlass  bool                  `json:"break_glass,omitempty"`
+	// RotateAccounts are vault accounts rotated when a grant of the role
+	// ends.
+	RotateAccounts []string `json:"rotate_accounts,omitempty"`
 }
 
 func (s *Server) roleCreate(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -25,6 +28,7 @@ func (s *Server) roleCreate(w http.ResponseWriter, r *http.Request, c *call) err
 	}
 	role, err := s.cfg.Access.CreateRole(r.Context(), c.origin(), access.RoleSpec{
 		Name: req.Name, Description: req.Description, Template: req.Template, Ephemeral: req.Ephemeral, BreakGlass: req.BreakGlass,
+		RotateAccounts: req.RotateAccounts,
 	})
 	if err != nil {
 		return err
@@ -72,6 +76,7 @@ type EligibilityRequest struct {
 	RequireTicket  string `json:"require_ticket,omitempty"`
 	RequireMFA     bool   `json:"require_mfa,omitempty"`
 	ReasonOptional bool   `json:"reason_optional,omitempty"`
+	AllowEmergency bool   `json:"allow_emergency,omitempty"`
 }
 
 func subjectOf(user, group string) (access.Subject, error) {
@@ -100,6 +105,7 @@ func (s *Server) eligibilitySet(w http.ResponseWriter, r *http.Request, c *call)
 	e, err := s.cfg.Access.SetEligibility(r.Context(), c.origin(), access.Eligibility{
 		Role: r.PathValue("name"), Subject: subj, Approvals: req.Approvals, ApproverGroup: req.ApproverGroup,
 		MaxTTL: maxTTL, RequireTicket: req.RequireTicket, RequireMFA: req.RequireMFA, ReasonOptional: req.ReasonOptional,
+		AllowEmergency: req.AllowEmergency,
 	})
 	if err != nil {
 		return err
@@ -135,6 +141,9 @@ type AccessRequest struct {
 	TTL    string `json:"ttl"`
 	Reason string `json:"reason,omitempty"`
 	Ticket string `json:"ticket,omitempty"`
+	// Emergency opens a break-glass role at once (where the eligibility
+	// allows it), alerting its approvers.
+	Emergency bool `json:"emergency,omitempty"`
 }
 
 func (c *call) requestSpec(req AccessRequest) (access.RequestSpec, error) {
@@ -142,7 +151,7 @@ func (c *call) requestSpec(req AccessRequest) (access.RequestSpec, error) {
 	if err != nil {
 		return access.RequestSpec{}, err
 	}
-	spec := access.RequestSpec{Role: req.Role, TTL: ttl, Reason: req.Reason, Ticket: req.Ticket, MFA: c.token.MFA}
+	spec := access.RequestSpec{Role: req.Role, TTL: ttl, Reason: req.Reason, Ticket: req.Ticket, MFA: c.token.MFA, Emergency: req.Emergency}
 	if c.token.MFA {
 		spec.MFAAt = c.token.MFAAt
 	}

@@ -111,7 +111,68 @@ func mkRequest(f *fixture, t *testing.T, n int, p identity.Principal, approvals 
 	return r
 }
 
+// mkIncident opens and ends an emergency grant of a break-glass role for
+// the admin, and returns its incident, which bob (an approver) may review.
+func mkIncident(f *fixture, t *testing.T, n int) string {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("bg%d", n)
+	if _, err := f.access.CreateRole(ctx, testO, access.RoleSpec{Name: name, BreakGlass: true,
+		Template: `permit(principal == ?principal, action == Action::"checkout", resource in Target::"tgt");`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.access.SetEligibility(ctx, testO, access.Eligibility{Role: name, Subject: access.Subject{Kind: access.SubjectUser, Name: "admin"},
+		Approvals: 2, ApproverGroup: "approvers", MaxTTL: time.Hour, AllowEmergency: true}); err != nil {
+		t.Fatal(err)
+	}
+	req, err := f.access.CreateRequest(ctx, testO, adminP, access.RequestSpec{Role: name, TTL: time.Hour, Reason: "outage", Emergency: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.access.RevokeGrant(ctx, testO, req.GrantID, "over"); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := f.access.Incidents(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range ins {
+		if in.GrantID == req.GrantID {
+			return in.ID
+		}
+	}
+	t.Fatal("no incident opened")
+	return ""
+}
+
+// mkReview starts a campaign over a fresh role the admin is eligible for,
+// reviewed by group approvers.
+func mkReview(f *fixture, t *testing.T, n int) string {
+	t.Helper()
+	role := mkRole(f, t, n, &adminP, 0)
+	camp, err := f.access.StartReview(context.Background(), testO, access.ReviewSpec{Scope: access.ScopeRole, Target: role,
+		Deadline: time.Now().Add(24 * time.Hour), Reviewer: "approvers"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return camp.ID
+}
+
 var endpoints = map[string]endpoint{
+	"GET /v1/incidents": {fixed("/v1/incidents", ""), 200},
+	"POST /v1/incidents/{id}/review": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/incidents/" + mkIncident(f, t, n) + "/review", `{"notes":"reviewed"}`
+	}, 200},
+	"POST /v1/reviews":     {fixed("/v1/reviews", `{"scope":"role","period":"24h","reviewer":"approvers"}`), 200},
+	"GET /v1/reviews":      {fixed("/v1/reviews", ""), 200},
+	"GET /v1/reviews/{id}": {func(f *fixture, t *testing.T, n int) (string, string) { return "/v1/reviews/" + mkReview(f, t, n), "" }, 200},
+	"POST /v1/reviews/{id}/items/{item}/decide": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/reviews/" + mkReview(f, t, n) + "/items/1/decide", `{"decision":"keep"}`
+	}, 200},
+	"GET /v1/reviews/{id}/report": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/reviews/" + mkReview(f, t, n) + "/report?format=csv", ""
+	}, 200},
+
 	"POST /v1/roles": {func(f *fixture, t *testing.T, n int) (string, string) {
 		return "/v1/roles", fmt.Sprintf(`{"name":"nr%d","template":"permit(principal == ?principal, action == Action::\"checkout\", resource);"}`, n)
 	}, 200},
@@ -332,6 +393,9 @@ var wantAccess = map[string]string{
 	"POST /v1/requests/{id}/approve": "self", "POST /v1/requests/{id}/deny": "self", "POST /v1/requests/{id}/cancel": "self",
 	"GET /v1/grants": "self", "POST /v1/grants/{id}/extend": "self", "POST /v1/grants/{id}/revoke": "admin",
 	"GET /v1/grants/{id}/credential": "self",
+	"GET /v1/incidents":              "self", "POST /v1/incidents/{id}/review": "self",
+	"POST /v1/reviews": "admin", "GET /v1/reviews": "self", "GET /v1/reviews/{id}": "self",
+	"POST /v1/reviews/{id}/items/{item}/decide": "self", "GET /v1/reviews/{id}/report": "self",
 }
 
 func accessName(a api.Access) string {

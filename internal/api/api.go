@@ -204,6 +204,14 @@ func (s *Server) routes() {
 	r("POST /v1/grants/{id}/revoke", adminOnly, s.grantRevoke)
 	r("GET /v1/grants/{id}/credential", authenticated, s.grantCredential)
 
+	r("GET /v1/incidents", authenticated, s.incidentList)
+	r("POST /v1/incidents/{id}/review", authenticated, s.incidentReview)
+	r("POST /v1/reviews", adminOnly, s.reviewStart)
+	r("GET /v1/reviews", authenticated, s.reviewList)
+	r("GET /v1/reviews/{id}", authenticated, s.reviewShow)
+	r("POST /v1/reviews/{id}/items/{item}/decide", authenticated, s.reviewDecide)
+	r("GET /v1/reviews/{id}/report", authenticated, s.reviewReport)
+
 	r("PUT /v1/policies/{name}", adminOnly, s.policyPut)
 	r("GET /v1/policies", adminOnly, s.policyList)
 	r("GET /v1/policies/{name}", adminOnly, s.policyShow)
