@@ -43,6 +43,9 @@ type env struct {
 	tokenSource tokenfile.Source
 }
 
+// formatCSV is the annotation of a command that also accepts --format csv.
+const formatCSV = "warder.format.csv"
+
 // usageError marks errors in how a command was called.
 type usageError struct{ error }
 
@@ -90,9 +93,14 @@ func (e *env) rootCommand() *cobra.Command {
 	pf.StringVar(&e.addr, "addr", "", "server address (default $WARDER_ADDR or "+client.DefaultAddr+")")
 	pf.StringVar(&e.token, "token", "", "API token (default $WARDER_TOKEN, else the token stored by \"warder login\"; prefer those: arguments are visible to other users)")
 	pf.StringVar(&e.caCert, "ca-cert", "", "CA certificate to trust (default $WARDER_CACERT)")
-	pf.StringVar(&e.format, "format", "table", "output format: table, json, or jsonl (one JSON value per line)")
+	pf.StringVar(&e.format, "format", "table", "output format: table, json, or jsonl (one JSON value per line); csv where a command says so")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		if e.format != "table" && e.format != "json" && e.format != "jsonl" {
+		switch {
+		case e.format == "table" || e.format == "json" || e.format == "jsonl":
+		case e.format == "csv" && cmd.Annotations[formatCSV] != "":
+		case cmd.Annotations[formatCSV] != "":
+			return usageError{fmt.Errorf("--format must be table, json, jsonl or csv, not %q", e.format)}
+		default:
 			return usageError{fmt.Errorf("--format must be table, json or jsonl, not %q", e.format)}
 		}
 		return nil
@@ -102,7 +110,7 @@ func (e *env) rootCommand() *cobra.Command {
 		e.loginCommand(), e.logoutCommand(), e.whoamiCommand(), e.tokenCommand(), e.mfaCommand(),
 		e.userCommand(), e.groupCommand(), e.machineCommand(), e.policyCommand(),
 		e.targetCommand(), e.accountCommand(), e.checkoutCommand(), e.checkinCommand(), e.secretCommand(), e.runCommand(),
-		e.roleCommand(), e.requestCommand(), e.grantCommand())
+		e.roleCommand(), e.requestCommand(), e.grantCommand(), e.incidentCommand(), e.reviewCommand())
 	return root
 }
 

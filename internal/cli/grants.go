@@ -44,7 +44,11 @@ func (e *env) grantListCommand() *cobra.Command {
 			return e.print(gs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tROLE\tPRINCIPAL\tSTATUS\tEXPIRES")
 				for _, g := range gs {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", g.ID, g.Role, g.Principal, g.Status, when(g.ExpiresAt))
+					role := g.Role
+					if g.Emergency {
+						role += " (emergency)"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", g.ID, role, g.Principal, g.Status, when(g.ExpiresAt))
 				}
 			})
 		},
@@ -185,12 +189,18 @@ func (e *env) printGrant(g client.Grant) error {
 		fmt.Fprintf(w, "Role\t%s\n", g.Role)
 		fmt.Fprintf(w, "Principal\t%s\n", g.Principal)
 		fmt.Fprintf(w, "Status\t%s\n", g.Status)
+		if g.Emergency {
+			fmt.Fprintf(w, "Emergency\tyes: see \"warder incident ls\"\n")
+		}
 		fmt.Fprintf(w, "Starts\t%s\n", when(g.StartsAt))
 		fmt.Fprintf(w, "Expires\t%s\n", when(g.ExpiresAt))
 		if !g.EndedAt.IsZero() {
 			fmt.Fprintf(w, "Ended\t%s by %s\n", when(g.EndedAt), dash(g.EndedBy))
 		}
 		fmt.Fprintf(w, "Request\t%s\n", dash(g.RequestID))
+		if len(g.RotateAccounts) > 0 {
+			fmt.Fprintf(w, "Rotated on end\t%s\n", strings.Join(g.RotateAccounts, ", "))
+		}
 		if x := g.Ephemeral; x != nil {
 			fmt.Fprintf(w, "Database user\t%s on %s (%s), %s\n", x.Username, x.Target, strings.Join(x.Roles, ", "), x.State)
 		}

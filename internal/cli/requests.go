@@ -25,11 +25,16 @@ func (e *env) requestCommand() *cobra.Command {
 func (e *env) requestCreateCommand() *cobra.Command {
 	var r client.NewRequest
 	cmd := &cobra.Command{
-		Use:   "create --role ROLE --ttl DURATION --reason TEXT [--ticket ID]",
+		Use:   "create --role ROLE --ttl DURATION --reason TEXT [--ticket ID] [--emergency]",
 		Short: "Request a role you are eligible for",
 		Long: `Request ROLE for DURATION. When your eligibility needs no approval the
 request is approved at once and names its grant; otherwise it stays
 pending until enough approvers approve it ("warder request show ID").
+
+With --emergency, a break-glass role whose eligibility allows emergencies
+opens at once, without approvals. That raises a high-severity alert,
+notifies every approver, and opens a post-incident review that stays open
+until an approver reviews it ("warder incident ls").
 
 With --format json the answer is the request object, with id and status.`,
 		Args: cobra.NoArgs,
@@ -52,6 +57,9 @@ With --format json the answer is the request object, with id and status.`,
 				return err
 			}
 			if e.format == "table" {
+				if req.Emergency || r.Emergency {
+					e.emergencyNote(req)
+				}
 				e.requestHint(req)
 			}
 			return nil
@@ -59,10 +67,22 @@ With --format json the answer is the request object, with id and status.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&r.Role, "role", "", "the role to request (required)")
+	fs.BoolVar(&r.Emergency, "emergency", false, "break-glass: open the role at once, without approvals (alerts approvers, opens a post-incident review)")
 	fs.DurationVar(&r.TTL, "ttl", 0, "how long you need it, such as 2h (required)")
 	fs.StringVar(&r.Reason, "reason", "", "why you need it (required unless the eligibility says otherwise)")
 	fs.StringVar(&r.Ticket, "ticket", "", "change or incident ticket id")
 	return cmd
+}
+
+// emergencyNote tells stderr, loudly, what an emergency request set off.
+func (e *env) emergencyNote(r client.Request) {
+	fmt.Fprintf(e.stderr, `
+!!! EMERGENCY ACCESS to %s: approvals were skipped. !!!
+    A high-severity alert was raised and every approver notified.
+    A post-incident review is now open and stays open until an approver
+    reviews it after the grant ends: see "warder incident ls --open".
+
+`, r.Role)
 }
 
 // requestHint tells stderr what happens next to a new request.
@@ -197,6 +217,9 @@ func (e *env) printRequest(r client.Request) error {
 		fmt.Fprintf(w, "Role\t%s\n", r.Role)
 		fmt.Fprintf(w, "Requester\t%s\n", r.Requester)
 		fmt.Fprintf(w, "Status\t%s\n", r.Status)
+		if r.Emergency {
+			fmt.Fprintf(w, "Emergency\tyes: approvals skipped, post-incident review opened\n")
+		}
 		fmt.Fprintf(w, "TTL\t%s\n", time.Duration(r.TTL))
 		fmt.Fprintf(w, "Reason\t%s\n", dash(r.Reason))
 		fmt.Fprintf(w, "Ticket\t%s\n", dash(r.Ticket))
@@ -225,10 +248,13 @@ func approvalCount(r client.Request) string {
 	return fmt.Sprintf("%d/%d", len(r.Approvals), r.ApprovalsRequired)
 }
 
-// requestRole names the role, marking extension requests.
+// requestRole names the role, marking extension and emergency requests.
 func requestRole(r client.Request) string {
-	if r.Kind == "extension" {
+	switch {
+	case r.Kind == "extension":
 		return r.Role + " (extension)"
+	case r.Emergency:
+		return r.Role + " (emergency)"
 	}
 	return r.Role
 }

@@ -42,7 +42,13 @@ to its holder (at most 64 KiB; "-" reads stdin), with the slot ?principal:
 
 With --ephemeral-target and --ephemeral-role, each grant also creates a
 database user on that target (postgres or mysql), member of the given
-database roles, dropped when the grant ends.`,
+database roles, dropped when the grant ends.
+
+A --break-glass role is sealed in normal operation: its eligibilities
+need at least two approvals, and --allow-emergency on one ("warder role
+eligible") lets its subject open the role at once in an emergency. Each
+--rotate-account TARGET/USER is rotated when a grant of the role ends, so
+a credential seen under the grant is worthless afterwards.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if policyFile == "" {
@@ -50,6 +56,11 @@ database roles, dropped when the grant ends.`,
 			}
 			if (ephTarget == "") != (len(ephRoles) == 0) {
 				return usageError{errors.New("--ephemeral-target and --ephemeral-role go together")}
+			}
+			for _, id := range r.RotateAccounts {
+				if t, u, ok := strings.Cut(id, "/"); !ok || t == "" || u == "" || strings.Contains(u, "/") {
+					return usageError{fmt.Errorf("--rotate-account %q: want TARGET/USER, such as prod-pg/postgres", id)}
+				}
 			}
 			text, err := e.readPolicyFile(policyFile)
 			if err != nil {
@@ -76,6 +87,7 @@ database roles, dropped when the grant ends.`,
 	fs.StringVar(&ephTarget, "ephemeral-target", "", "create a database user on this target for each grant")
 	fs.StringArrayVar(&ephRoles, "ephemeral-role", nil, "database role the ephemeral user is a member of (repeatable)")
 	fs.BoolVar(&r.BreakGlass, "break-glass", false, "mark the role break-glass: sealed in normal operation")
+	fs.StringArrayVar(&r.RotateAccounts, "rotate-account", nil, "vault account TARGET/USER to rotate when a grant of the role ends (repeatable)")
 	return cmd
 }
 
@@ -180,7 +192,13 @@ func (e *env) roleEligibleCommand() *cobra.Command {
 		Long: `Let a user or every member of a group request ROLE, replacing the terms
 they had. With --approvals 0 (the default) a request is granted at once
 (self-activation); otherwise it needs that many distinct members of
---approver-group, never the requester.`,
+--approver-group, never the requester.
+
+For a break-glass role (at least two approvals), --allow-emergency lets
+the subject skip the approvals in an emergency ("warder request create
+--emergency"): the role opens at once, approvers are alerted, and a
+post-incident review stays open until one of them reviews it ("warder
+incident review").`,
 		Example: `  warder role eligible prod-dba --group dba --approvals 1 --approver-group dba-leads \
       --max-ttl 2h --require-ticket '^INC-[0-9]+$' --require-mfa`,
 		Args: cobra.ExactArgs(1),
@@ -222,6 +240,7 @@ they had. With --approvals 0 (the default) a request is granted at once
 				fmt.Fprintf(w, "Ticket\t%s\n", ticketTerms(res.RequireTicket))
 				fmt.Fprintf(w, "Reason\t%s\n", reasonTerms(res.ReasonOptional))
 				fmt.Fprintf(w, "MFA\t%s\n", mfaTerms(res.RequireMFA))
+				fmt.Fprintf(w, "Emergency\t%s\n", emergencyTerms(res.AllowEmergency))
 			})
 		},
 	}
@@ -233,6 +252,7 @@ they had. With --approvals 0 (the default) a request is granted at once
 	fs.StringVar(&el.RequireTicket, "require-ticket", "", "require a ticket id matching this RE2 pattern, such as '^INC-[0-9]+$'")
 	fs.BoolVar(&el.RequireMFA, "require-mfa", false, "require a recent second factor of the requester and each approver")
 	fs.BoolVar(&el.ReasonOptional, "reason-optional", false, "let requests go without a reason")
+	fs.BoolVar(&el.AllowEmergency, "allow-emergency", false, "let the subject open a break-glass role at once, without approvals, in an emergency")
 	return cmd
 }
 
@@ -254,10 +274,11 @@ func (e *env) roleEligibilityCommand() *cobra.Command {
 				els = []client.Eligibility{}
 			}
 			return e.print(els, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "SUBJECT\tAPPROVALS\tMAX TTL\tTICKET\tREASON\tMFA")
+				fmt.Fprintln(w, "SUBJECT\tAPPROVALS\tMAX TTL\tTICKET\tREASON\tMFA\tEMERGENCY")
 				for _, el := range els {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", el.Subject, approvalTerms(el), el.MaxTTL,
-						ticketTerms(el.RequireTicket), reasonTerms(el.ReasonOptional), mfaTerms(el.RequireMFA))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", el.Subject, approvalTerms(el), el.MaxTTL,
+						ticketTerms(el.RequireTicket), reasonTerms(el.ReasonOptional), mfaTerms(el.RequireMFA),
+						emergencyTerms(el.AllowEmergency))
 				}
 			})
 		},
@@ -301,6 +322,7 @@ func (e *env) printRole(r client.Role) error {
 		fmt.Fprintf(w, "Description\t%s\n", dash(r.Description))
 		fmt.Fprintf(w, "Break-glass\t%s\n", yesNo(r.BreakGlass))
 		fmt.Fprintf(w, "Ephemeral user\t%s\n", ephemeralRole(r.Ephemeral))
+		fmt.Fprintf(w, "Rotated on end\t%s\n", dash(strings.Join(r.RotateAccounts, ", ")))
 		fmt.Fprintf(w, "Created\t%s\n", when(r.CreatedAt))
 		fmt.Fprintf(w, "Template\t(below)\n\n")
 		w.Flush()
@@ -335,6 +357,13 @@ func reasonTerms(optional bool) string {
 		return "optional"
 	}
 	return "required"
+}
+
+func emergencyTerms(allowed bool) string {
+	if allowed {
+		return "allowed"
+	}
+	return "-"
 }
 
 func mfaTerms(required bool) string {

@@ -15,7 +15,10 @@ type Role struct {
 	Template    string         `json:"template"`
 	Ephemeral   *EphemeralRole `json:"ephemeral,omitempty"` // nil: no database user
 	BreakGlass  bool           `json:"break_glass"`
-	CreatedAt   time.Time      `json:"created_at"`
+	// RotateAccounts are vault accounts ("target/username") rotated when a
+	// grant of the role ends.
+	RotateAccounts []string  `json:"rotate_accounts,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 // EphemeralRole is the database user a grant of a role creates on Target
@@ -32,6 +35,9 @@ type NewRole struct {
 	Template    string         `json:"template"`            // Cedar with ?principal
 	Ephemeral   *EphemeralRole `json:"ephemeral,omitempty"` // nil: none
 	BreakGlass  bool           `json:"break_glass,omitempty"`
+	// RotateAccounts are vault accounts ("target/username") to rotate when
+	// a grant of the role ends. nil: none.
+	RotateAccounts []string `json:"rotate_accounts,omitempty"`
 }
 
 // Subject is who an eligibility is for: Kind is "user" or "group".
@@ -52,6 +58,7 @@ type Eligibility struct {
 	RequireTicket  string    `json:"require_ticket,omitempty"` // RE2 a whole ticket id must match; "": none
 	ReasonOptional bool      `json:"reason_optional"`
 	RequireMFA     bool      `json:"require_mfa"`
+	AllowEmergency bool      `json:"allow_emergency"` // may open a break-glass role at once
 	CreatedAt      time.Time `json:"created_at"`
 }
 
@@ -67,6 +74,7 @@ type NewEligibility struct {
 	RequireTicket  string   `json:"require_ticket,omitempty"`
 	RequireMFA     bool     `json:"require_mfa,omitempty"`
 	ReasonOptional bool     `json:"reason_optional,omitempty"`
+	AllowEmergency bool     `json:"allow_emergency,omitempty"` // break-glass roles only
 }
 
 // Request is a request to activate a role, or to extend a grant of one.
@@ -83,6 +91,7 @@ type Request struct {
 	ApproverGroup     string     `json:"approver_group,omitempty"`
 	RequireMFA        bool       `json:"require_mfa"`
 	EligibleAs        string     `json:"eligible_as,omitempty"` // the eligibility's subject, "group:dba"
+	Emergency         bool       `json:"emergency,omitempty"`   // break-glass opened at once, without approvals
 	Approvals         []Approval `json:"approvals"`
 	CreatedAt         time.Time  `json:"created_at"`
 	ExpiresAt         time.Time  `json:"expires_at"` // end of the window for approvals
@@ -106,6 +115,10 @@ type NewRequest struct {
 	TTL    time.Duration // required
 	Reason string        // "": none, if the eligibility allows it
 	Ticket string        // "": none
+	// Emergency opens a break-glass role at once, without approvals, where
+	// the eligibility allows it. It raises an alert, notifies every
+	// approver and opens a post-incident review (Incident).
+	Emergency bool
 }
 
 // RequestFilter selects requests. Zero fields select everything the caller
@@ -130,6 +143,9 @@ type Grant struct {
 	EndedAt   time.Time       `json:"ended_at,omitzero"`
 	EndedBy   string          `json:"ended_by,omitempty"`
 	Ephemeral *EphemeralGrant `json:"ephemeral,omitempty"`
+	Emergency bool            `json:"emergency,omitempty"` // opened without approvals; an Incident tracks it
+	// RotateAccounts, copied from the role, are rotated when the grant ends.
+	RotateAccounts []string `json:"rotate_accounts,omitempty"`
 }
 
 // EphemeralGrant is a grant's database user, without its password.
@@ -224,14 +240,15 @@ func (c *Client) DeleteEligibility(ctx context.Context, role string, s Subject) 
 }
 
 // CreateRequest asks for a role. The answer's Status is "approved", with a
-// GrantID, when the eligibility needs no approval.
+// GrantID, when the eligibility needs no approval or r is an emergency.
 func (c *Client) CreateRequest(ctx context.Context, r NewRequest) (Request, error) {
 	req := struct {
-		Role   string `json:"role"`
-		TTL    string `json:"ttl"`
-		Reason string `json:"reason,omitempty"`
-		Ticket string `json:"ticket,omitempty"`
-	}{r.Role, r.TTL.String(), r.Reason, r.Ticket}
+		Role      string `json:"role"`
+		TTL       string `json:"ttl"`
+		Reason    string `json:"reason,omitempty"`
+		Ticket    string `json:"ticket,omitempty"`
+		Emergency bool   `json:"emergency,omitempty"`
+	}{r.Role, r.TTL.String(), r.Reason, r.Ticket, r.Emergency}
 	var res Request
 	err := c.do(ctx, http.MethodPost, "/v1/requests", nil, req, &res)
 	return res, err
