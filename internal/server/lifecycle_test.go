@@ -4,7 +4,9 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/config"
 	"github.com/warderhq/warder/internal/connector"
@@ -44,6 +46,16 @@ func TestReconcileHolders(t *testing.T) {
 	if _, err := s.vault.Checkout(ctx, o, vault.CheckoutRequest{Account: "db/app", Principal: identity.Principal{Kind: identity.KindUser, Name: "carol"}, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
+	// carol also holds a just-in-time grant.
+	if _, err := s.access.CreateRole(ctx, o, access.RoleSpec{Name: "r", Template: `permit(principal == ?principal, action == Action::"connect", resource);`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.access.SetEligibility(ctx, o, access.Eligibility{Role: "r", Subject: access.Subject{Kind: access.SubjectUser, Name: "carol"}, MaxTTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.access.CreateRequest(ctx, o, identity.Principal{Kind: identity.KindUser, Name: "carol"}, access.RequestSpec{Role: "r", TTL: time.Hour, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	// Disable carol behind the hook's back, as a crash after the commit would.
 	if _, err := s.db.ExecContext(ctx, `UPDATE identity_users SET status = 'disabled' WHERE name = 'carol'`); err != nil {
 		t.Fatal(err)
@@ -54,5 +66,45 @@ func TestReconcileHolders(t *testing.T) {
 	s.reconcileHolders(ctx)
 	if ll, _ := s.vault.Leases(ctx, "db/app"); len(ll.Leases) != 0 {
 		t.Errorf("after reconcile: %d leases of a disabled holder remain", len(ll.Leases))
+	}
+	if gs, _ := s.access.Grants(ctx, access.GrantFilter{Active: true}); len(gs) != 0 {
+		t.Errorf("after reconcile: %d grants of a disabled holder remain", len(gs))
+	}
+}
+
+// Disabling a user through the directory ends its leases and grants at
+// once (the hook), before any restart.
+func TestDisableEndsGrants(t *testing.T) {
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.Listen = "127.0.0.1:0"
+	s, err := New(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.DevBootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := audit.Origin{Actor: "test"}
+	dave := identity.Principal{Kind: identity.KindUser, Name: "dave"}
+	if _, err := s.identity.CreateUser(ctx, o, identity.UserSpec{Name: "dave"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.access.CreateRole(ctx, o, access.RoleSpec{Name: "r", Template: `permit(principal == ?principal, action == Action::"connect", resource);`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.access.SetEligibility(ctx, o, access.Eligibility{Role: "r", Subject: access.Subject{Kind: access.SubjectUser, Name: "dave"}, MaxTTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.access.CreateRequest(ctx, o, dave, access.RequestSpec{Role: "r", TTL: time.Hour, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.identity.DisableUser(ctx, o, "dave"); err != nil {
+		t.Fatal(err)
+	}
+	if gs, _ := s.access.Grants(ctx, access.GrantFilter{Principal: &dave, Active: true}); len(gs) != 0 {
+		t.Errorf("a disabled user keeps %d active grants", len(gs))
 	}
 }
