@@ -14,6 +14,7 @@ import (
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/connector"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/recording"
 	"github.com/warderhq/warder/internal/vault"
 )
 
@@ -158,7 +159,40 @@ func mkReview(f *fixture, t *testing.T, n int) string {
 	return camp.ID
 }
 
+// mkSession records a short ssh session; a live one (closeAfter > 0)
+// stays open that long, so that /live and kill have something to act on.
+func mkSession(f *fixture, t *testing.T, closeAfter time.Duration) string {
+	t.Helper()
+	ctx := context.Background()
+	sess, err := f.recorder.Start(ctx, testO, recording.Meta{Kind: recording.SSH, Principal: "user:admin", Target: "web1", Account: "web1/root", PTY: true, Width: 80, Height: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.Record(recording.Input, []byte("ls -la\r"))
+	sess.Record(recording.Output, []byte("total 0\r\n"))
+	if closeAfter == 0 {
+		sess.Close(ctx, "closed")
+	} else {
+		time.AfterFunc(closeAfter, func() { sess.Close(context.Background(), "closed") })
+	}
+	return sess.ID()
+}
+
 var endpoints = map[string]endpoint{
+	"GET /v1/sessions": {fixed("/v1/sessions", ""), 200},
+	"GET /v1/sessions/{id}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/sessions/" + mkSession(f, t, 0), ""
+	}, 200},
+	"GET /v1/sessions/{id}/recording": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/sessions/" + mkSession(f, t, 0) + "/recording", ""
+	}, 200},
+	"GET /v1/sessions/{id}/live": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/sessions/" + mkSession(f, t, 300*time.Millisecond) + "/live", ""
+	}, 200},
+	"POST /v1/sessions/{id}/kill": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/sessions/" + mkSession(f, t, 5*time.Second) + "/kill", `{"message":"bye"}`
+	}, 204},
+
 	"GET /v1/incidents": {fixed("/v1/incidents", ""), 200},
 	"POST /v1/incidents/{id}/review": {func(f *fixture, t *testing.T, n int) (string, string) {
 		return "/v1/incidents/" + mkIncident(f, t, n) + "/review", `{"notes":"reviewed"}`
@@ -396,6 +430,8 @@ var wantAccess = map[string]string{
 	"GET /v1/incidents":              "self", "POST /v1/incidents/{id}/review": "self",
 	"POST /v1/reviews": "admin", "GET /v1/reviews": "self", "GET /v1/reviews/{id}": "self",
 	"POST /v1/reviews/{id}/items/{item}/decide": "self", "GET /v1/reviews/{id}/report": "self",
+	"GET /v1/sessions": "audit_read", "GET /v1/sessions/{id}": "audit_read", "GET /v1/sessions/{id}/recording": "audit_read",
+	"GET /v1/sessions/{id}/live": "audit_read", "POST /v1/sessions/{id}/kill": "admin",
 }
 
 func accessName(a api.Access) string {

@@ -27,6 +27,7 @@ import (
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/identity"
 	"github.com/warderhq/warder/internal/operator"
+	"github.com/warderhq/warder/internal/recording"
 	"github.com/warderhq/warder/internal/rotation"
 	"github.com/warderhq/warder/internal/vault"
 )
@@ -41,6 +42,7 @@ type Config struct {
 	Vault    *vault.Vault
 	Rotation *rotation.Engine
 	Access   *access.Access
+	Recorder *recording.Recorder
 	Logger   *slog.Logger
 	// Registry receives the API's metrics and is served on /metrics.
 	Registry *prometheus.Registry
@@ -64,7 +66,7 @@ type Server struct {
 
 // New builds the handler.
 func New(cfg Config) (*Server, error) {
-	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Authz == nil || cfg.Vault == nil || cfg.Rotation == nil || cfg.Access == nil || cfg.Registry == nil {
+	if cfg.Operator == nil || cfg.Barrier == nil || cfg.Audit == nil || cfg.Identity == nil || cfg.Authz == nil || cfg.Vault == nil || cfg.Rotation == nil || cfg.Access == nil || cfg.Recorder == nil || cfg.Registry == nil {
 		return nil, errors.New("api: incomplete configuration")
 	}
 	if cfg.Logger == nil {
@@ -211,6 +213,12 @@ func (s *Server) routes() {
 	r("GET /v1/reviews/{id}", authenticated, s.reviewShow)
 	r("POST /v1/reviews/{id}/items/{item}/decide", authenticated, s.reviewDecide)
 	r("GET /v1/reviews/{id}/report", authenticated, s.reviewReport)
+
+	r("GET /v1/sessions", auditRead, s.sessionList)
+	r("GET /v1/sessions/{id}", auditRead, s.sessionShow)
+	r("GET /v1/sessions/{id}/recording", auditRead, s.sessionRecording)
+	r("GET /v1/sessions/{id}/live", auditRead, s.sessionLive)
+	r("POST /v1/sessions/{id}/kill", adminOnly, s.sessionKill)
 
 	r("PUT /v1/policies/{name}", adminOnly, s.policyPut)
 	r("GET /v1/policies", adminOnly, s.policyList)

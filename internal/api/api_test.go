@@ -137,3 +137,18 @@ func TestUnrecordablePathStillAudited(t *testing.T) {
 		t.Errorf("no deny event for the long path among %d events", len(evs))
 	}
 }
+
+// session show lists the command lines typed, reconstructed from input.
+func TestSessionShowCommands(t *testing.T) {
+	f := newFixture(t)
+	token := f.initAndUnseal(t)
+	id := mkSession(f, t, 0)
+	r := f.do(t, "GET", "/v1/sessions/"+id, token, "")
+	if r.status != 200 || !strings.Contains(r.body, `"commands":["ls -la"]`) {
+		t.Fatalf("session show: %d %s", r.status, r.body)
+	}
+	r = f.do(t, "GET", "/v1/sessions/"+id+"/recording", token, "")
+	if r.status != 200 || !strings.HasPrefix(r.body, `{"version":2`) {
+		t.Fatalf("recording: %d %.200s", r.status, r.body)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/warderhq/warder/internal/connector"
 	"github.com/warderhq/warder/internal/identity"
 	"github.com/warderhq/warder/internal/operator"
+	"github.com/warderhq/warder/internal/recording"
 	"github.com/warderhq/warder/internal/rotation"
 	"github.com/warderhq/warder/internal/server"
 	"github.com/warderhq/warder/internal/testenv"
@@ -27,14 +28,15 @@ import (
 
 // fixture is the API wired to real components on a fresh SQLite store.
 type fixture struct {
-	srv    *httptest.Server
-	api    *api.Server
-	audit  *audit.Log
-	b      *barrier.Barrier
-	id     *identity.Directory
-	authz  *authz.Authorizer
-	vault  *vault.Vault
-	access *access.Access
+	srv      *httptest.Server
+	api      *api.Server
+	audit    *audit.Log
+	b        *barrier.Barrier
+	id       *identity.Directory
+	authz    *authz.Authorizer
+	vault    *vault.Vault
+	access   *access.Access
+	recorder *recording.Recorder
 }
 
 // openTarget is a target kind whose accounts accept any change and the
@@ -88,9 +90,13 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rec, err := recording.New(ctx, recording.Config{DB: db, Audit: lg, Barrier: b})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := api.New(api.Config{
 		Operator: &operator.Operator{Barrier: b, Audit: lg, Identity: id},
-		Barrier:  b, Audit: lg, Identity: id, Authz: az, Vault: v, Rotation: rot, Access: acc,
+		Barrier:  b, Audit: lg, Identity: id, Authz: az, Vault: v, Rotation: rot, Access: acc, Recorder: rec,
 		Registry:        prometheus.NewRegistry(),
 		MaxRequestBytes: 4096,
 		ExposeUnsealKey: true,
@@ -101,7 +107,7 @@ func newFixture(t *testing.T) *fixture {
 	server.SetVault(ents, v)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, api: h, audit: lg, b: b, id: id, authz: az, vault: v, access: acc}
+	return &fixture{srv: srv, api: h, audit: lg, b: b, id: id, authz: az, vault: v, access: acc, recorder: rec}
 }
 
 type reply struct {

@@ -33,6 +33,7 @@ import (
 	"github.com/warderhq/warder/internal/identity"
 	"github.com/warderhq/warder/internal/operator"
 	"github.com/warderhq/warder/internal/pki"
+	"github.com/warderhq/warder/internal/recording"
 	"github.com/warderhq/warder/internal/rotation"
 	"github.com/warderhq/warder/internal/store"
 	"github.com/warderhq/warder/internal/vault"
@@ -51,6 +52,7 @@ type Server struct {
 	vault      *vault.Vault
 	rotation   *rotation.Engine
 	access     *access.Access
+	recorder   *recording.Recorder
 	webhooks   *access.Webhooks
 	operator   *operator.Operator
 	api        *api.Server
@@ -159,6 +161,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		return nil, err
 	}
 	s.barrier.Register("access", s.access)
+	if s.recorder, err = recording.New(ctx, recording.Config{
+		DB: s.db, Audit: s.audit, Barrier: s.barrier, Logger: logger.With("component", "recording"),
+	}); err != nil {
+		return nil, err
+	}
+	s.barrier.Register("recording", s.recorder)
 	s.operator = &operator.Operator{Barrier: s.barrier, Audit: s.audit, Identity: s.identity}
 	if s.api, err = api.New(api.Config{
 		Operator:        s.operator,
@@ -169,6 +177,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		Vault:           s.vault,
 		Rotation:        s.rotation,
 		Access:          s.access,
+		Recorder:        s.recorder,
 		Logger:          logger.With("component", "api"),
 		Registry:        prometheus.NewRegistry(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
