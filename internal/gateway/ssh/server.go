@@ -1,0 +1,436 @@
+// Package ssh is Warder's SSH gateway. People log in to it as themselves,
+// with an SSH user certificate signed by Warder's user CA (or, as a
+// fallback, a Warder token as password); the SSH user name they ask for
+// selects the target account, "ACCOUNT@TARGET" or "TARGET" (the target's
+// default account). The gateway authorizes the connection (action
+// "connect" on Account::"TARGET/ACCOUNT", context via "ssh"), logs in to
+// the target with the vaulted credential, which the user never sees, and
+// relays the session while recording it.
+//
+// Per connection: one upstream SSH connection to the target, whose host
+// key must be the pinned one (a mismatch refuses the connection and writes
+// an audit event). Per session channel: one recording, started before the
+// shell, command or subsystem runs (no recording, no session). Interactive
+// sessions record output, input and window resizes; exec sessions the
+// command line, exit status and byte counts; SFTP sessions each file
+// operation (open, close with bytes read and written, remove, rename,
+// mkdir, rmdir, setstat).
+//
+// Command rules are a guard rail, not a sandbox: they match the command
+// line reconstructed from what the user types, so a command built by a
+// script, an alias, a here-document or a program other than the shell is
+// not seen. A blocked line is not sent: the gateway sends Ctrl-E Ctrl-U to
+// clear the remote line editor and tells the user why.
+//
+// Port forwarding (direct-tcpip, tcpip-forward) and agent forwarding are
+// refused unless Config.AllowPortForward allows forwarding for the
+// principal and target (agent forwarding is always refused). Only the
+// "ACCOUNT@TARGET" form of user name is supported; OpenSSH's ProxyJump
+// (ssh -J gateway target) opens a direct-tcpip channel to the target,
+// which is refused: use the user@gateway form or, later, a ProxyCommand
+// running `warder ssh`.
+package ssh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/warderhq/warder/internal/identity"
+)
+
+// Session statuses, passed to Recording.Close and Upstream.Release.
+const (
+	StatusClosed  = "closed"  // ended normally
+	StatusKilled  = "killed"  // Recording.Context ended (kill, expiry)
+	StatusIdle    = "idle"    // closed by the idle timeout
+	StatusFailed  = "failed"  // the upstream or the recording failed
+	StatusBlocked = "blocked" // an exec command matched a block rule
+)
+
+// RuleAction is what a matching command rule does.
+type RuleAction string
+
+// The rule actions.
+const (
+	ActionAlert RuleAction = "alert" // audit and note the command, let it run
+	ActionBlock RuleAction = "block" // audit and note the command, do not send it
+)
+
+// Rule is a command rule: a regular expression matched against each
+// reconstructed command line (and each exec command).
+type Rule struct {
+	Pattern *regexp.Regexp
+	Action  RuleAction
+}
+
+// Config configures a Server. New does not modify it, and it must not be
+// modified afterwards.
+type Config struct {
+	// Listen is the address ListenAndServe listens on, "host:port".
+	// Empty: ":2222".
+	Listen string
+	// HostSigner is the gateway's host key. Required.
+	HostSigner gossh.Signer
+	// UserCA is the CA whose user certificates authenticate people. The
+	// principal is the certificate's first valid principal of the form
+	// "user:NAME" or "machine:NAME", else its key id of that form. Nil:
+	// no certificate authentication (PasswordAuth must be set).
+	UserCA gossh.PublicKey
+	// PasswordAuth, if set, authenticates a password (a Warder token) for
+	// the requested SSH user name. Nil: no password authentication.
+	PasswordAuth func(ctx context.Context, user, password string) (identity.Principal, error)
+	// Authz authorizes each connection. Required.
+	Authz Authorizer
+	// Upstream resolves targets and credentials. Required.
+	Upstream Resolver
+	// Recorder records every session. Required: the gateway does not
+	// relay unrecorded sessions.
+	Recorder Recorder
+	// Audit receives host key mismatches and rule matches. Nil: they are
+	// only logged.
+	Audit Auditor
+	// Rules are the command rules per target name. Nil: none.
+	Rules map[string][]Rule
+	// NewLineBuffer returns a line reconstructor for a session's input;
+	// required when Rules is not empty.
+	NewLineBuffer func() LineBuffer
+	// IdleTimeout closes a connection on which no data moved for that
+	// long. Zero: never.
+	IdleTimeout time.Duration
+	// AllowPortForward reports whether p may forward ports through the
+	// target. Nil: port forwarding is always refused.
+	AllowPortForward func(p identity.Principal, target string) bool
+	// HandshakeTimeout bounds the client's SSH handshake including
+	// authentication. Zero: 30 seconds.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds the upstream dial, handshake and login. Zero: 15
+	// seconds.
+	DialTimeout time.Duration
+	// Logger receives operational logs. Nil: discard.
+	Logger *slog.Logger
+	// Now is the clock, for certificate validity and idle time. Nil:
+	// time.Now.
+	Now func() time.Time
+}
+
+// Ciphers lists the ciphers offered on both legs, AES-GCM first: it uses
+// AES-NI, where x/crypto/ssh's chacha20-poly1305 has no assembly.
+var Ciphers = []string{
+	gossh.CipherAES128GCM, gossh.CipherAES256GCM, gossh.CipherChaCha20Poly1305,
+	gossh.CipherAES128CTR, gossh.CipherAES192CTR, gossh.CipherAES256CTR,
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("ssh: server closed")
+
+// Server is the SSH gateway. It is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	checker gossh.CertChecker
+
+	wg sync.WaitGroup // one per connection being served
+
+	// mu protects the following.
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.HostSigner == nil:
+		return nil, errors.New("ssh: Config.HostSigner is required")
+	case cfg.UserCA == nil && cfg.PasswordAuth == nil:
+		return nil, errors.New("ssh: Config.UserCA or Config.PasswordAuth is required")
+	case cfg.Authz == nil:
+		return nil, errors.New("ssh: Config.Authz is required")
+	case cfg.Upstream == nil:
+		return nil, errors.New("ssh: Config.Upstream is required")
+	case cfg.Recorder == nil:
+		return nil, errors.New("ssh: Config.Recorder is required")
+	}
+	for target, rules := range cfg.Rules {
+		for i, r := range rules {
+			if r.Pattern == nil {
+				return nil, fmt.Errorf("ssh: rule %d of target %q has no pattern", i, target)
+			}
+			if r.Action != ActionAlert && r.Action != ActionBlock {
+				return nil, fmt.Errorf("ssh: rule %d of target %q: action %q, want alert or block", i, target, r.Action)
+			}
+		}
+		if len(rules) > 0 && cfg.NewLineBuffer == nil {
+			return nil, errors.New("ssh: Config.NewLineBuffer is required with command rules")
+		}
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = ":2222"
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 30 * time.Second
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.checker = gossh.CertChecker{
+		IsUserAuthority: func(k gossh.PublicKey) bool {
+			return cfg.UserCA != nil && keysEqual(k, cfg.UserCA)
+		},
+		Clock:                    s.now,
+		SupportedCriticalOptions: []string{"source-address"},
+	}
+	return s, nil
+}
+
+// ListenAndServe listens on Config.Listen and serves until Close.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("ssh: %w", err)
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts connections on ln until Close, and closes ln. It returns
+// ErrServerClosed after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("ssh: accept: %w", err)
+		}
+		delay = 0
+		c := &conn{srv: s, nc: nc, id: newID()}
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			c.serve()
+		}()
+	}
+}
+
+// track registers c and counts it in wg, unless the server is closed.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Close stops the listeners, ends every connection and waits for their
+// goroutines to finish.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.shutdown(StatusClosed, "warder: the gateway is shutting down")
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Conns returns the number of connections being served.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// serverConfig returns the SSH configuration of one client connection.
+func (s *Server) serverConfig(c *conn) *gossh.ServerConfig {
+	cfg := &gossh.ServerConfig{
+		Config:        gossh.Config{Ciphers: Ciphers},
+		ServerVersion: "SSH-2.0-Warder",
+		MaxAuthTries:  6,
+	}
+	cfg.AddHostKey(s.cfg.HostSigner)
+	if s.cfg.UserCA != nil {
+		cfg.PublicKeyCallback = func(cm gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+			return s.certAuth(key)
+		}
+	}
+	if s.cfg.PasswordAuth != nil {
+		cfg.PasswordCallback = func(cm gossh.ConnMetadata, password []byte) (*gossh.Permissions, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+			defer cancel()
+			p, err := s.cfg.PasswordAuth(ctx, cm.User(), string(password))
+			if err != nil {
+				s.log.Info("ssh: password authentication failed", "conn", c.id, "user", cm.User(), "source", cm.RemoteAddr().String(), "err", err)
+				return nil, errors.New("ssh: authentication failed")
+			}
+			return principalPermissions(p, nil), nil
+		}
+	}
+	return cfg
+}
+
+// principalExt is the Permissions extension that carries the principal
+// from authentication to the connection.
+const principalExt = "warder-principal@warder"
+
+func principalPermissions(p identity.Principal, critical map[string]string) *gossh.Permissions {
+	return &gossh.Permissions{CriticalOptions: critical, Extensions: map[string]string{principalExt: p.Actor()}}
+}
+
+// certAuth authenticates a user certificate signed by the user CA. The
+// certificate's source-address option is enforced by x/crypto/ssh from the
+// returned Permissions.
+func (s *Server) certAuth(key gossh.PublicKey) (*gossh.Permissions, error) {
+	cert, ok := key.(*gossh.Certificate)
+	if !ok {
+		return nil, errors.New("ssh: only certificates signed by the Warder user CA are accepted")
+	}
+	if cert.CertType != gossh.UserCert {
+		return nil, errors.New("ssh: not a user certificate")
+	}
+	if !s.checker.IsUserAuthority(cert.SignatureKey) {
+		return nil, errors.New("ssh: certificate signed by an unknown authority")
+	}
+	p, principal, err := certPrincipal(cert)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checker.CheckCert(principal, cert); err != nil {
+		return nil, err
+	}
+	critical := make(map[string]string, len(cert.CriticalOptions))
+	for k, v := range cert.CriticalOptions {
+		critical[k] = v
+	}
+	return principalPermissions(p, critical), nil
+}
+
+// certPrincipal returns the Warder principal a certificate names, and the
+// certificate principal to check it with ("" when it comes from the key
+// id of a certificate without principals).
+func certPrincipal(cert *gossh.Certificate) (identity.Principal, string, error) {
+	for _, vp := range cert.ValidPrincipals {
+		if p, ok := parsePrincipal(vp); ok {
+			return p, vp, nil
+		}
+	}
+	if len(cert.ValidPrincipals) == 0 {
+		if p, ok := parsePrincipal(cert.KeyId); ok {
+			return p, "", nil
+		}
+	}
+	return identity.Principal{}, "", errors.New("ssh: the certificate names no Warder principal")
+}
+
+// parsePrincipal parses "user:NAME" or "machine:NAME".
+func parsePrincipal(s string) (identity.Principal, bool) {
+	kind, name, ok := strings.Cut(s, ":")
+	if !ok || name == "" || strings.ContainsAny(name, " \t\r\n:") {
+		return identity.Principal{}, false
+	}
+	switch identity.PrincipalKind(kind) {
+	case identity.KindUser, identity.KindMachine:
+		return identity.Principal{Kind: identity.PrincipalKind(kind), Name: name}, true
+	}
+	return identity.Principal{}, false
+}
+
+// parseDestination splits the requested SSH user name: "ACCOUNT@TARGET"
+// or "TARGET" (account "").
+func parseDestination(user string) (target, account string, err error) {
+	if i := strings.LastIndexByte(user, '@'); i >= 0 {
+		account, target = user[:i], user[i+1:]
+		if account == "" {
+			return "", "", errors.New("empty account name")
+		}
+	} else {
+		target = user
+	}
+	if target == "" {
+		return "", "", errors.New("empty target name")
+	}
+	if strings.ContainsAny(target+account, "/\x00\r\n") {
+		return "", "", errors.New("invalid target or account name")
+	}
+	return target, account, nil
+}
+
+func keysEqual(a, b gossh.PublicKey) bool {
+	return string(a.Marshal()) == string(b.Marshal())
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	if _, err := io.ReadFull(rand.Reader, b); err != nil {
+		panic(err) // crypto/rand does not fail
+	}
+	return "ssh-" + hex.EncodeToString(b)
+}
