@@ -42,6 +42,7 @@ fuzz:
 
 ## bench: the benchmarks quoted in docs/benchmarks.md
 bench: services
+	@scripts/services.sh bench
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./internal/audit/ ./internal/barrier/
 
 clean:

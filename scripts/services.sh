@@ -115,6 +115,19 @@ redis_service() {
   fi
 }
 
+# PgBouncer for bench/pg/run.sh, the PostgreSQL gateway benchmark: only
+# `make bench` asks for it (scripts/services.sh bench); the tests do not
+# need it. Nothing is started here: run.sh starts its own.
+bench_tools() {
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+  command -v pgbench >/dev/null || apt_install postgresql-contrib
+}
+if [ "${1:-}" = bench ]; then
+  bench_tools
+  log "pgbench and PgBouncer ready for bench/pg/run.sh"
+  exit 0
+fi
+
 # The race detector (go test -race) needs a C compiler.
 command -v gcc >/dev/null || apt_install gcc libc6-dev
 postgres

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -83,6 +84,10 @@ func start(t *testing.T, args ...string) *proc {
 func startEnv(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	if len(args) > 0 && args[0] == "dev" && !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--ssh-listen") }) {
+		// Dev mode's SSH gateway port 2222 would collide between tests.
+		args = append(args, "--ssh-listen=")
+	}
 	p.cmd = exec.Command(warderBin, args...)
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout = p.stdout

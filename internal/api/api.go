@@ -54,6 +54,9 @@ type Config struct {
 	// when asked (for `operator init --key-file`). Always true today; a
 	// field so that a hardened build can turn it off.
 	ExposeUnsealKey bool
+	// SSHListen, if set, returns the SSH gateway's address for
+	// /v1/sys/ssh ("" when it does not run). Nil: no gateway.
+	SSHListen func() string
 }
 
 // Server is the API's http.Handler.
@@ -148,6 +151,8 @@ func (s *Server) routes() {
 	r("POST /v1/auth/token/revoke-self", authenticated, s.tokenRevokeSelf)
 	r("POST /v1/auth/mfa/totp/enroll", authenticated, s.totpEnroll)
 	r("POST /v1/auth/mfa/totp/confirm", authenticated, s.totpConfirm)
+	r("POST /v1/auth/ssh/certificate", authenticated, s.sshCertificate)
+	r("GET /v1/sys/ssh", open, s.sshInfo)
 
 	r("POST /v1/users", adminOnly, s.userCreate)
 	r("GET /v1/users", adminOnly, s.userList)

@@ -110,7 +110,8 @@ func (e *env) rootCommand() *cobra.Command {
 		e.loginCommand(), e.logoutCommand(), e.whoamiCommand(), e.tokenCommand(), e.mfaCommand(),
 		e.userCommand(), e.groupCommand(), e.machineCommand(), e.policyCommand(),
 		e.targetCommand(), e.accountCommand(), e.checkoutCommand(), e.checkinCommand(), e.secretCommand(), e.runCommand(),
-		e.roleCommand(), e.requestCommand(), e.grantCommand(), e.incidentCommand(), e.reviewCommand(), e.sessionCommand())
+		e.roleCommand(), e.requestCommand(), e.grantCommand(), e.incidentCommand(), e.reviewCommand(), e.sessionCommand(),
+		e.sshCommand(), e.sshConfigCommand())
 	return root
 }
 

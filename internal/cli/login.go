@@ -27,7 +27,12 @@ or gives it with --totp.
 
 The token is stored in $WARDER_CONFIG_DIR/token (default: the "warder"
 directory under the user's configuration directory), mode 0600. Commands
-use --token first, then $WARDER_TOKEN, then this file.`,
+use --token first, then $WARDER_TOKEN, then this file.
+
+Login also gets an SSH user certificate for the SSH gateway, valid no
+longer than the token, for the key id_ed25519_warder in the same directory
+(generated if missing) and writes it beside the key; failing to get one is
+only a warning.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if user == "" {
@@ -70,6 +75,13 @@ use --token first, then $WARDER_TOKEN, then this file.`,
 			}
 			if err := store.Save(res.Token); err != nil {
 				return err
+			}
+			// An SSH certificate for the gateway; without one, only ssh
+			// does not work.
+			if tc, err := e.clientWithToken(res.Token); err == nil {
+				if _, err := e.refreshSSHCert(cmd.Context(), tc); err != nil {
+					fmt.Fprintf(e.stderr, "Warning: no SSH certificate: %v\n", err)
+				}
 			}
 			if e.token != "" || e.getenv("WARDER_TOKEN") != "" {
 				fmt.Fprintln(e.stderr, "Note: --token or WARDER_TOKEN is set and takes precedence over the stored token.")

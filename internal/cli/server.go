@@ -88,6 +88,7 @@ key that unseals the data sits next to it.`,
 		defaults := config.Default()
 		defaults.DataDir = ".warder-dev"
 		defaults.LogFormat = "text"
+		defaults.SSHListen = "127.0.0.1:2222"
 		cfg, err := config.LoadWithDefaults(defaults, configFile, e.environ, flags())
 		if err != nil {
 			return usageError{err}

@@ -67,6 +67,10 @@ type Config struct {
 	// NotifyWebhookSecret, if set, signs every notification body
 	// (X-Warder-Signature: sha256=<HMAC>). Secret: never repeated.
 	NotifyWebhookSecret string `yaml:"notify_webhook_secret"`
+	// SSHListen is the SSH gateway's address, host:port (0 picks a free
+	// port). Default "": no SSH gateway. The gateway starts once the
+	// server is unsealed: its host key is derived from the root key.
+	SSHListen string `yaml:"ssh_listen"`
 }
 
 // Limits on values.
@@ -136,6 +140,8 @@ var fields = []field{
 		ptr:    func(c *Config) any { return &c.NotifyWebhooks }},
 	{key: "notify_webhook_secret", help: "HMAC key signing notification bodies", secret: true,
 		ptr: func(c *Config) any { return &c.NotifyWebhookSecret }},
+	{key: "ssh_listen", help: `SSH gateway listen address, host:port; "" (default): no SSH gateway`,
+		ptr: func(c *Config) any { return &c.SSHListen }, check: checkSSHListen},
 }
 
 // Keys returns the configuration keys, in a stable order, for registering
@@ -371,6 +377,13 @@ func checkListen(c *Config) string {
 		return fmt.Sprintf("%q is not host:port with a port number from 0 to 65535", c.Listen)
 	}
 	return ""
+}
+
+func checkSSHListen(c *Config) string {
+	if c.SSHListen == "" {
+		return ""
+	}
+	return checkListen(&Config{Listen: c.SSHListen})
 }
 
 // checkStorage never repeats the value: it may hold a password.

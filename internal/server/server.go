@@ -59,6 +59,7 @@ type Server struct {
 	tls        *tls.Config
 	caFile     string // the CA clients should trust, "" when the operator brought their own certificate
 	ln         net.Listener
+	sshLn      net.Listener // the SSH gateway's, after Listen; nil: no gateway
 }
 
 // Options are what New needs beyond the configuration.
@@ -183,6 +184,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Version:         opts.Version,
 		ExposeUnsealKey: true,
+		SSHListen:       s.SSHAddr,
 	}); err != nil {
 		return nil, err
 	}
@@ -279,7 +281,23 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
+	if s.cfg.SSHListen != "" {
+		if s.sshLn, err = net.Listen("tcp", s.cfg.SSHListen); err != nil {
+			ln.Close()
+			s.ln = nil
+			return fmt.Errorf("server: SSH gateway: listen on %s: %w", s.cfg.SSHListen, err)
+		}
+	}
 	return nil
+}
+
+// SSHAddr is the SSH gateway's address after Listen, or "" when it does
+// not run.
+func (s *Server) SSHAddr() string {
+	if s.sshLn == nil {
+		return ""
+	}
+	return s.sshLn.Addr().String()
 }
 
 // Addr is the address the server listens on, after Listen.
@@ -334,6 +352,12 @@ func (s *Server) Run(ctx context.Context) error {
 			s.rotation.Run(bg)
 		}
 	}()
+	// The SSH gateway's host key is derived from the root key: it serves
+	// once unsealed, until the server stops.
+	if s.sshLn != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.runSSH(bg) }()
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(tls.NewListener(s.ln, s.tls)) }()
@@ -374,6 +398,9 @@ func (s *Server) waitUnsealed(ctx context.Context) bool {
 // Close releases everything New opened. It is safe to call more than once.
 func (s *Server) Close() error {
 	var errs []error
+	if s.sshLn != nil {
+		s.sshLn.Close() // Run's gateway closed it already, if it ran
+	}
 	if s.audit != nil {
 		if s.barrier != nil && !s.barrier.Sealed() {
 			// Sign the head so a clean shutdown leaves no unsigned tail.
