@@ -67,7 +67,7 @@ func (r sshResolver) Resolve(ctx context.Context, p identity.Principal, target, 
 	o := audit.Origin{Actor: p.Actor()}
 	l, err := r.vault.Checkout(ctx, o, vault.CheckoutRequest{
 		Account: id, Principal: p, Reason: "ssh session through the gateway",
-		Context: authz.Context{Via: authz.ViaSSH},
+		Context: authz.Context{Via: authz.ViaSSH}, Action: authz.ActionConnect,
 	})
 	if err != nil {
 		return sshgw.Upstream{}, err

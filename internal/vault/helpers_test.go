@@ -63,9 +63,10 @@ func (r *resolver) Parents(ctx context.Context, uid authz.UID) ([]authz.UID, err
 	return v.Parents(ctx, uid)
 }
 
-// testPolicy lets dba check out accounts of db1 with a ticket, and apps
-// read secrets under app/.
+// testPolicy lets dba check out accounts of db1 with a ticket and connect
+// to db2 through a gateway, and apps read secrets under app/.
 const testPolicy = `
+permit(principal in Group::"dba", action == Action::"connect", resource in Target::"db2");
 permit(principal in Group::"dba", action == Action::"checkout", resource in Target::"db1")
 when { context has ticket };
 permit(principal in Group::"apps", action == Action::"read_secret", resource)

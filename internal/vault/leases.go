@@ -43,6 +43,11 @@ type CheckoutRequest struct {
 	Wait bool
 	// Context is the policy context; Checkout sets its Ticket and Reason.
 	Context authz.Context
+	// Action is the permission the check-out needs: zero or
+	// authz.ActionCheckout for a person's check-out (the credential is
+	// handed to them), authz.ActionConnect for a gateway session's implicit
+	// check-out (the credential stays in the gateway). Others are refused.
+	Action string
 }
 
 // Lease is a check-out of an account.
@@ -148,15 +153,22 @@ func (v *Vault) Checkout(ctx context.Context, o audit.Origin, req CheckoutReques
 	if req.TTL == 0 {
 		req.TTL = v.defaultTTL
 	}
+	switch req.Action {
+	case "":
+		req.Action = authz.ActionCheckout
+	case authz.ActionCheckout, authz.ActionConnect:
+	default:
+		return Lease{}, errkind.New(errkind.Invalid, "vault: a check-out cannot be authorised by action %q", clip(req.Action))
+	}
 	actx := req.Context
 	actx.Ticket, actx.Reason = req.Ticket, req.Reason
-	d, err := v.authz.Authorize(ctx, o, authz.Request{Principal: puid, Action: authz.ActionCheckout,
+	d, err := v.authz.Authorize(ctx, o, authz.Request{Principal: puid, Action: req.Action,
 		Resource: authz.UID{Type: authz.TypeAccount, ID: req.Account}, Context: actx})
 	if err != nil {
 		return Lease{}, err
 	}
 	if !d.Allow {
-		return Lease{}, errkind.New(errkind.Denied, "vault: %s may not check out %s", req.Principal.Actor(), req.Account)
+		return Lease{}, errkind.New(errkind.Denied, "vault: %s may not %s %s", req.Principal.Actor(), req.Action, req.Account)
 	}
 
 	wid := newID() // this request's waitlist row, if it waits

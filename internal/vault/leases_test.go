@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/identity"
 	"github.com/warderhq/warder/internal/store"
@@ -80,6 +81,20 @@ func TestCheckoutPolicy(t *testing.T) {
 		// A holder cannot take a second slot of the same account.
 		_, err = v.Checkout(e.ctx, o, req("db1/app", "alice", "fix", "CHG-1"))
 		wantKind(t, "second checkout by the holder", err, errkind.Conflict)
+
+		// A gateway session's check-out is authorised by connect, which
+		// does not let the person check the credential out themselves.
+		sess := req("db2/app", "alice", "ssh session", "")
+		sess.Action = authz.ActionConnect
+		if _, err := v.Checkout(e.ctx, o, sess); err != nil {
+			t.Errorf("session check-out authorised by connect: %v", err)
+		}
+		sess.Action = authz.ActionCheckout
+		_, err = v.Checkout(e.ctx, o, sess)
+		wantKind(t, "connect on db2 is not checkout", err, errkind.Denied)
+		sess.Action = authz.ActionRotate
+		_, err = v.Checkout(e.ctx, o, sess)
+		wantKind(t, "check-out authorised by rotate", err, errkind.Invalid)
 	})
 }
 
