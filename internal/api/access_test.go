@@ -265,6 +265,10 @@ var endpoints = map[string]endpoint{
 		mkAccount(f, t, n)
 		return "/v1/targets/tgt/rotate", ""
 	}, 200},
+	"PUT /v1/targets/{name}/rules": {func(f *fixture, t *testing.T, n int) (string, string) {
+		mkAccount(f, t, n)
+		return "/v1/targets/tgt/rules", `{"rules":[{"pattern":"(?i)drop","action":"block"}]}`
+	}, 200},
 	"DELETE /v1/targets/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
 		if _, err := f.vault.AddTarget(context.Background(), audit.Origin{Actor: "test"}, vault.TargetSpec{Name: fmt.Sprintf("gone%d", n), Kind: "mem", Host: "127.0.0.1", Port: 1}); err != nil {
 			t.Fatal(err)
@@ -416,7 +420,7 @@ var wantAccess = map[string]string{
 	"PUT /v1/policies/{name}": "admin", "GET /v1/policies": "admin", "GET /v1/policies/{name}": "admin",
 	"DELETE /v1/policies/{name}": "admin", "POST /v1/policies/check": "admin",
 	"POST /v1/targets": "admin", "GET /v1/targets": "admin", "GET /v1/targets/{name}": "admin",
-	"DELETE /v1/targets/{name}": "admin", "POST /v1/targets/{name}/rotate": "admin",
+	"DELETE /v1/targets/{name}": "admin", "POST /v1/targets/{name}/rotate": "admin", "PUT /v1/targets/{name}/rules": "admin",
 	"POST /v1/accounts": "admin", "GET /v1/accounts": "admin", "GET /v1/accounts/{target}/{user}": "admin",
 	"DELETE /v1/accounts/{target}/{user}": "admin", "GET /v1/accounts/{target}/{user}/versions": "admin",
 	"POST /v1/accounts/{target}/{user}/verify": "admin", "POST /v1/accounts/{target}/{user}/rotate": "resource:rotate",

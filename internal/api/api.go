@@ -177,6 +177,7 @@ func (s *Server) routes() {
 	r("GET /v1/targets/{name}", adminOnly, s.targetShow)
 	r("DELETE /v1/targets/{name}", adminOnly, s.targetRemove)
 	r("POST /v1/targets/{name}/rotate", adminOnly, s.targetRotate)
+	r("PUT /v1/targets/{name}/rules", adminOnly, s.targetRules)
 	r("POST /v1/accounts", adminOnly, s.accountAdd)
 	r("GET /v1/accounts", adminOnly, s.accountList)
 	r("GET /v1/accounts/{target}/{user}", adminOnly, s.accountShow)

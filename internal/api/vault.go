@@ -24,6 +24,25 @@ type TargetRequest struct {
 	ManagementAccount      string                `json:"management_account,omitempty"`
 	PasswordPolicy         *vault.PasswordPolicy `json:"password_policy,omitempty"`
 	MaxConcurrentRotations int                   `json:"max_concurrent_rotations,omitempty"`
+	Rules                  []vault.Rule          `json:"rules,omitempty"`
+}
+
+// RulesRequest is the body of PUT /v1/targets/{name}/rules: the target's
+// complete new list of command/statement rules (empty: none).
+type RulesRequest struct {
+	Rules []vault.Rule `json:"rules"`
+}
+
+func (s *Server) targetRules(w http.ResponseWriter, r *http.Request, c *call) error {
+	req, err := decode[RulesRequest](r)
+	if err != nil {
+		return err
+	}
+	t, err := s.cfg.Vault.SetTargetRules(r.Context(), c.origin(), r.PathValue("name"), req.Rules)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, t)
 }
 
 func (s *Server) targetAdd(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -34,6 +53,7 @@ func (s *Server) targetAdd(w http.ResponseWriter, r *http.Request, c *call) erro
 	t, err := s.cfg.Vault.AddTarget(r.Context(), c.origin(), vault.TargetSpec{
 		Name: req.Name, Kind: req.Kind, Host: req.Host, Port: req.Port, Options: req.Options,
 		ManagementAccount: req.ManagementAccount, PasswordPolicy: req.PasswordPolicy, MaxConcurrentRotations: req.MaxConcurrentRotations,
+		Rules: req.Rules,
 	})
 	if err != nil {
 		return err

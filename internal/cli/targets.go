@@ -16,7 +16,7 @@ import (
 
 func (e *env) targetCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "target", Short: "Manage targets: the systems whose privileged accounts Warder holds"}
-	cmd.AddCommand(e.targetAddCommand(), e.targetListCommand(), e.targetShowCommand(), e.targetRemoveCommand(), e.targetRotateCommand())
+	cmd.AddCommand(e.targetAddCommand(), e.targetListCommand(), e.targetShowCommand(), e.targetRemoveCommand(), e.targetRotateCommand(), e.targetRuleCommand())
 	return cmd
 }
 
@@ -190,6 +190,9 @@ func (e *env) printTarget(t client.Target) error {
 		fmt.Fprintf(w, "Management account\t%s\n", dash(t.ManagementAccount))
 		fmt.Fprintf(w, "Password policy\t%s\n", policyText(t.PasswordPolicy))
 		fmt.Fprintf(w, "Concurrent rotations\t%d\n", t.MaxConcurrentRotations)
+		for i, r := range t.Rules {
+			fmt.Fprintf(w, "Rule %d\t%s %s\n", i+1, r.Action, r.Pattern)
+		}
 		fmt.Fprintf(w, "Created\t%s\n", when(t.CreatedAt))
 	})
 }

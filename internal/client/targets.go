@@ -31,8 +31,19 @@ type Target struct {
 	ManagementAccount string            `json:"management_account,omitempty"`
 	PasswordPolicy    *PasswordPolicy   `json:"password_policy,omitempty"`
 	// MaxConcurrentRotations bounds parallel rotations on the target.
-	MaxConcurrentRotations int       `json:"max_concurrent_rotations"`
-	CreatedAt              time.Time `json:"created_at"`
+	MaxConcurrentRotations int `json:"max_concurrent_rotations"`
+	// Rules are the command (SSH) or statement (PostgreSQL) rules the
+	// gateways apply to the target's sessions.
+	Rules     []Rule    `json:"rules,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Rule is a target's command or statement rule: a regular expression
+// (RE2 syntax) and what the gateway does on a match, "alert" or "block".
+type Rule struct {
+	Pattern string `json:"pattern"`
+	Action  string `json:"action"`
+	Message string `json:"message,omitempty"` // shown to the user when blocked
 }
 
 // NewTarget is the body of POST /v1/targets. Zero optional fields mean
@@ -46,6 +57,7 @@ type NewTarget struct {
 	ManagementAccount      string            `json:"management_account,omitempty"`
 	PasswordPolicy         *PasswordPolicy   `json:"password_policy,omitempty"`
 	MaxConcurrentRotations int               `json:"max_concurrent_rotations,omitempty"`
+	Rules                  []Rule            `json:"rules,omitempty"`
 }
 
 // RotationResult reports the rotation of one account.
@@ -127,6 +139,20 @@ func (c *Client) Targets(ctx context.Context) ([]Target, error) {
 func (c *Client) Target(ctx context.Context, name string) (Target, error) {
 	var res Target
 	err := c.do(ctx, http.MethodGet, "/v1/targets/"+url.PathEscape(name), nil, nil, &res)
+	return res, err
+}
+
+// SetTargetRules replaces a target's rules (nil: none) and returns the
+// target.
+func (c *Client) SetTargetRules(ctx context.Context, name string, rules []Rule) (Target, error) {
+	if rules == nil {
+		rules = []Rule{}
+	}
+	var res Target
+	err := c.do(ctx, http.MethodPut, "/v1/targets/"+url.PathEscape(name)+"/rules", nil,
+		struct {
+			Rules []Rule `json:"rules"`
+		}{rules}, &res)
 	return res, err
 }
 

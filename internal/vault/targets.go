@@ -50,6 +50,9 @@ type TargetSpec struct {
 	// MaxConcurrentRotations bounds parallel rotations on the target.
 	// Zero: 4. At most 64.
 	MaxConcurrentRotations int
+	// Rules are the command/statement rules the gateways apply to the
+	// target's sessions. Nil: none.
+	Rules []Rule
 }
 
 // Target is a managed system.
@@ -62,6 +65,7 @@ type Target struct {
 	ManagementAccount      string            `json:"management_account,omitempty"`
 	PasswordPolicy         *PasswordPolicy   `json:"password_policy,omitempty"`
 	MaxConcurrentRotations int               `json:"max_concurrent_rotations"`
+	Rules                  []Rule            `json:"rules,omitempty"`
 	CreatedAt              time.Time         `json:"created_at"`
 }
 
@@ -93,6 +97,9 @@ func (v *Vault) validateTarget(s *TargetSpec) error {
 			return errkind.New(errkind.Invalid, "vault: target option %q is malformed or its value too long", clip(k))
 		}
 	}
+	if err := validateRules(s.Rules); err != nil {
+		return err
+	}
 	if s.PasswordPolicy != nil {
 		if err := s.PasswordPolicy.Validate(); err != nil {
 			return err
@@ -116,8 +123,9 @@ func (v *Vault) AddTarget(ctx context.Context, o audit.Origin, spec TargetSpec) 
 	pol := encodePolicy(spec.PasswordPolicy)
 	err := v.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO vault_targets (name, kind, host, port, options, management_account,
-			password_policy, max_concurrent_rotations, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			spec.Name, spec.Kind, spec.Host, spec.Port, string(opts), spec.ManagementAccount, pol, spec.MaxConcurrentRotations, us)
+			password_policy, max_concurrent_rotations, created_at, rules) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			spec.Name, spec.Kind, spec.Host, spec.Port, string(opts), spec.ManagementAccount, pol, spec.MaxConcurrentRotations, us,
+			encodeRules(spec.Rules))
 		if store.IsUniqueViolation(err) {
 			return errkind.New(errkind.Conflict, "vault: target %q exists", spec.Name)
 		}
@@ -133,18 +141,18 @@ func (v *Vault) AddTarget(ctx context.Context, o audit.Origin, spec TargetSpec) 
 	}
 	return Target{Name: spec.Name, Kind: spec.Kind, Host: spec.Host, Port: spec.Port, Options: spec.Options,
 		ManagementAccount: spec.ManagementAccount, PasswordPolicy: spec.PasswordPolicy,
-		MaxConcurrentRotations: spec.MaxConcurrentRotations, CreatedAt: created}, nil
+		MaxConcurrentRotations: spec.MaxConcurrentRotations, Rules: spec.Rules, CreatedAt: created}, nil
 }
 
-const targetColumns = `name, kind, host, port, options, management_account, password_policy, max_concurrent_rotations, created_at`
+const targetColumns = `name, kind, host, port, options, management_account, password_policy, max_concurrent_rotations, created_at, rules`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanTarget(s scanner) (Target, error) {
 	var t Target
-	var opts, pol string
+	var opts, pol, rules string
 	var created int64
-	if err := s.Scan(&t.Name, &t.Kind, &t.Host, &t.Port, &opts, &t.ManagementAccount, &pol, &t.MaxConcurrentRotations, &created); err != nil {
+	if err := s.Scan(&t.Name, &t.Kind, &t.Host, &t.Port, &opts, &t.ManagementAccount, &pol, &t.MaxConcurrentRotations, &created, &rules); err != nil {
 		return Target{}, err
 	}
 	if err := json.Unmarshal([]byte(opts), &t.Options); err != nil {
@@ -155,6 +163,9 @@ func scanTarget(s scanner) (Target, error) {
 	}
 	var err error
 	if t.PasswordPolicy, err = decodePolicy(pol); err != nil {
+		return Target{}, fmt.Errorf("vault: target %q: %w", t.Name, err)
+	}
+	if t.Rules, err = decodeRules(rules); err != nil {
 		return Target{}, fmt.Errorf("vault: target %q: %w", t.Name, err)
 	}
 	t.CreatedAt = store.FromMicros(created)
