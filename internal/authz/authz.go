@@ -111,6 +111,13 @@ type Decision struct {
 	// Errors holds "id: message" for each policy whose evaluation failed;
 	// such a policy is skipped.
 	Errors []string `json:"errors,omitempty"`
+	// NotAfter is set when the decision allows only through grant
+	// policies (just-in-time grants): the latest of their expiries, the
+	// first instant at which the same request would no longer be allowed
+	// by them. Zero when a policy without expiry allowed, or on deny. A
+	// gateway ends a session at NotAfter; revocations before it are seen
+	// by checking again.
+	NotAfter time.Time `json:"not_after,omitzero"`
 }
 
 // deny is the Decision returned with an error.
@@ -166,6 +173,21 @@ type policySet struct {
 	grants  map[string]storedSet // grant policies by id (see LinkTx)
 	all     []compiled           // every statement and grant, for evaluating without the index
 	index   index
+}
+
+// expiry is when the policy id stops applying, in µs since the epoch: a
+// grant policy's expiry, 0 for a stored policy (or an unknown id).
+func (s *policySet) expiry(id cedar.PolicyID) int64 {
+	g, ok := s.grants[string(id)]
+	if !ok {
+		return 0
+	}
+	for _, c := range g.policies {
+		if c.id == id {
+			return c.expires
+		}
+	}
+	return 0
 }
 
 type storedSet struct {
@@ -310,8 +332,18 @@ func (a *Authorizer) evaluate(ctx context.Context, req Request, s *policySet, fu
 	if d.Allow {
 		d.Decision = "allow"
 	}
+	bounded := d.Allow
+	var notAfter int64
 	for _, r := range diag.Reasons {
 		d.Policies = append(d.Policies, string(r.PolicyID))
+		exp := s.expiry(r.PolicyID)
+		if exp == 0 {
+			bounded = false
+		}
+		notAfter = max(notAfter, exp)
+	}
+	if bounded && notAfter > 0 {
+		d.NotAfter = time.UnixMicro(notAfter)
 	}
 	for _, e := range diag.Errors {
 		d.Errors = append(d.Errors, string(e.PolicyID)+": "+e.Message)

@@ -77,8 +77,22 @@ func TestGrantExpiresAtTheExactInstant(t *testing.T) {
 			req := Request{Principal: user("alice"), Action: ActionCheckout, Resource: account("pg1/postgres")}
 			e.res.add(account("pg1/postgres"), target("pg1"))
 
-			if d := e.check(t, req); !d.Allow || !slices.Equal(d.Policies, []string{"grant.g1"}) {
-				t.Fatalf("during the grant: %+v; want allow by grant.g1", d)
+			if d := e.check(t, req); !d.Allow || !slices.Equal(d.Policies, []string{"grant.g1"}) || !d.NotAfter.Equal(exp) {
+				t.Fatalf("during the grant: %+v; want allow by grant.g1 until %v", d, exp)
+			}
+			// Two grants: the later expiry bounds the decision.
+			e.link(t, "grant.g2", pgTemplate, user("alice"), exp.Add(time.Minute))
+			if d := e.check(t, req); !d.NotAfter.Equal(exp.Add(time.Minute)) {
+				t.Errorf("two grants: NotAfter %v; want %v", d.NotAfter, exp.Add(time.Minute))
+			}
+			e.unlink(t, "grant.g2")
+			// A standing policy that also allows: not bounded.
+			e.put(t, "standing", `permit(principal == User::"alice", action == Action::"checkout", resource);`)
+			if d := e.check(t, req); !d.Allow || !d.NotAfter.IsZero() {
+				t.Errorf("with a standing permit: %+v; want allow without NotAfter", d)
+			}
+			if err := e.az.Delete(context.Background(), testOrigin, "standing"); err != nil {
+				t.Fatal(err)
 			}
 			other := req
 			other.Principal = user("bob")
