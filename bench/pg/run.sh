@@ -10,6 +10,13 @@
 #
 #   bench/pg/run.sh               # T=30 CLIENTS=8 JOBS=2 SCALE=10
 #   T=10 bench/pg/run.sh          # shorter
+#   T=10 TESTS=S PATHS="direct pgbouncer gateway" REPEAT=3 bench/pg/run.sh
+#   GWFLAGS="-cpuprofile /tmp/gw.prof" TESTS=S PATHS=gateway bench/pg/run.sh
+#   GATEWAY_B=/tmp/gw-old PATHS="gateway gateway-b" REPEAT=5 TESTS=S bench/pg/run.sh
+#                                 # A/B: another build of bench/pg/gateway
+#
+# "proxy_us_txn" is the proxy's CPU time (user+system) per transaction:
+# on 2 shared cores it, more than TPS, says what a proxy costs.
 #
 # Needs initdb/postgres (Debian's postgresql), pgbench, pgbouncer and
 # openssl. As root the servers run as the OS user postgres.
@@ -21,12 +28,16 @@ CLIENTS=${CLIENTS:-8}
 JOBS=${JOBS:-2}
 SCALE=${SCALE:-10}
 PATHS=${PATHS:-"direct direct-tls pgbouncer pgbouncer-tls gateway"}
+TESTS=${TESTS:-"S tpcb C"} # S select-only, tpcb TPC-B-like, C -S -C
+REPEAT=${REPEAT:-1}        # rounds of each test over all paths
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 PGPORT=${PGPORT:-55432}
 BPORT=${BPORT:-56432}
 GPORT=${GPORT:-57432}
 GWFLAGS=${GWFLAGS:-} # e.g. -cpuprofile /tmp/gw.prof
+GATEWAY_B=${GATEWAY_B:-} # a gateway binary for the path gateway-b
+GBPORT=${GBPORT:-58432}
 
 for c in pgbench pgbouncer openssl; do
   command -v "$c" >/dev/null || { echo "run.sh: $c not found (apt-get install postgresql-contrib pgbouncer openssl)" >&2; exit 1; }
@@ -89,6 +100,11 @@ as_pg pgbouncer -d -q "$DIR/pgbouncer.ini" </dev/null >/dev/null 2>&1
 UPSTREAM_PASSWORD=$PW "$DIR/gateway" -listen "127.0.0.1:$GPORT" -upstream-port "$PGPORT" -upstream-user bench -token "$TOKEN" $GWFLAGS 2>"$DIR/gateway.log" &
 GWPID=$!
 pids+=($GWPID)
+if [ -n "$GATEWAY_B" ]; then
+  UPSTREAM_PASSWORD=$PW "$GATEWAY_B" -listen "127.0.0.1:$GBPORT" -upstream-port "$PGPORT" -upstream-user bench -token "$TOKEN" 2>"$DIR/gateway-b.log" &
+  GBPID=$!
+  pids+=($GBPID)
+fi
 sleep 1
 BPID=$(cat "$DIR/pgbouncer.pid")
 
@@ -100,14 +116,16 @@ conn() {
     pgbouncer)     echo "PGPORT=$BPORT PGUSER=bench PGPASSWORD=$PW PGSSLMODE=disable" ;;
     pgbouncer-tls) echo "PGPORT=$BPORT PGUSER=bench PGPASSWORD=$PW PGSSLMODE=require" ;;
     gateway)       echo "PGPORT=$GPORT PGUSER=bench@pg PGPASSWORD=$TOKEN PGSSLMODE=require" ;;
+    gateway-b)     echo "PGPORT=$GBPORT PGUSER=bench@pg PGPASSWORD=$TOKEN PGSSLMODE=require" ;;
   esac
 }
 cpu() { # CPU seconds (user+system) of a pid
   awk '{print ($14+$15)/100}' "/proc/$1/stat"
 }
 
-printf '%-14s %-6s %10s %12s %10s\n' path test tps latency_ms proxy_cpu_s
-for test in S tpcb C; do
+printf '%-14s %-6s %10s %12s %11s %12s\n' path test tps latency_ms proxy_cpu_s proxy_us_txn
+for test in $TESTS; do
+  for round in $(seq "$REPEAT"); do
   for path in $PATHS; do
     case $test in
       S)    args=(-S -T "$T") ;;
@@ -115,14 +133,22 @@ for test in S tpcb C; do
       C)    args=(-S -C -T "$CT") ;;
     esac
     proxy=""
-    case $path in pgbouncer*) proxy=$BPID ;; gateway) proxy=$GWPID ;; esac
+    case $path in pgbouncer*) proxy=$BPID ;; gateway) proxy=$GWPID ;; gateway-b) proxy=$GBPID ;; esac
     before=0; [ -n "$proxy" ] && before=$(cpu "$proxy")
     out=$(env $(conn "$path") PGHOST=127.0.0.1 PGDATABASE=bench pgbench -c "$CLIENTS" -j "$JOBS" "${args[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
     after=0; [ -n "$proxy" ] && after=$(cpu "$proxy")
     tps=$(echo "$out" | awk '/^tps/ {print $3; exit}')
     lat=$(echo "$out" | awk '/^latency average/ {print $4}')
-    printf '%-14s %-6s %10.1f %12s %10.1f\n' "$path" "$test" "$tps" "$lat" "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')"
+    txns=$(echo "$out" | awk '/^number of transactions actually processed/ {print $NF; exit}')
+    printf '%-14s %-6s %10.1f %12s %11.2f %12.1f\n' "$path" "$test" "$tps" "$lat" \
+      "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" \
+      "$(awk -v a="$after" -v b="$before" -v n="$txns" 'BEGIN {print (n > 0 ? (a - b) * 1e6 / n : 0)}')"
+  done
   done
 done
 kill -INT "$GWPID"; wait "$GWPID" 2>/dev/null || true
 tail -1 "$DIR/gateway.log" >&2
+if [ -n "$GATEWAY_B" ]; then
+  kill -INT "$GBPID"; wait "$GBPID" 2>/dev/null || true
+  tail -1 "$DIR/gateway-b.log" >&2
+fi

@@ -88,6 +88,10 @@ func startEnv(t *testing.T, env []string, args ...string) *proc {
 		// Dev mode's SSH gateway port 2222 would collide between tests.
 		args = append(args, "--ssh-listen=")
 	}
+	if len(args) > 0 && args[0] == "dev" && !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--db-listen") }) {
+		// Likewise the database gateway's 7432.
+		args = append(args, "--db-listen=")
+	}
 	p.cmd = exec.Command(warderBin, args...)
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout = p.stdout

@@ -343,6 +343,14 @@ var endpoints = map[string]endpoint{
 	"POST /v1/auth/mfa/totp/confirm":  {fixed("/v1/auth/mfa/totp/confirm", `{"code":"000000"}`), 400}, // authenticated; no enrolment pending
 	"POST /v1/auth/ssh/certificate":   {fixed("/v1/auth/ssh/certificate", `{"public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}`), 200},
 	"GET /v1/sys/ssh":                 {fixed("/v1/sys/ssh", ""), 200},
+	"POST /v1/auth/db/certificate": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/auth/db/certificate", dbCertificateBody(t)
+	}, 200},
+	"GET /v1/sys/db": {fixed("/v1/sys/db", ""), 200},
+	"POST /v1/db/token": {func(f *fixture, t *testing.T, n int) (string, string) {
+		mkDBTarget(f, t)
+		return "/v1/db/token", `{"target":"pgdb"}`
+	}, 200},
 	"POST /v1/users": {func(f *fixture, t *testing.T, n int) (string, string) {
 		return "/v1/users", fmt.Sprintf(`{"name":"new%d"}`, n)
 	}, 200},
@@ -412,6 +420,7 @@ var wantAccess = map[string]string{
 	"GET /v1/auth/token/self": "self", "POST /v1/auth/token/renew": "self", "POST /v1/auth/token/revoke-self": "self",
 	"POST /v1/auth/mfa/totp/enroll": "self", "POST /v1/auth/mfa/totp/confirm": "self",
 	"POST /v1/auth/ssh/certificate": "self", "GET /v1/sys/ssh": "open",
+	"POST /v1/auth/db/certificate": "self", "GET /v1/sys/db": "open", "POST /v1/db/token": "self",
 	"POST /v1/users": "admin", "GET /v1/users": "admin", "GET /v1/users/{name}": "admin",
 	"POST /v1/users/{name}/disable": "admin", "POST /v1/users/{name}/enable": "admin", "DELETE /v1/users/{name}": "admin", "DELETE /v1/users/{name}/mfa": "admin",
 	"POST /v1/groups": "admin", "GET /v1/groups": "admin", "GET /v1/groups/{name}": "admin",

@@ -57,6 +57,10 @@ type Config struct {
 	// SSHListen, if set, returns the SSH gateway's address for
 	// /v1/sys/ssh ("" when it does not run). Nil: no gateway.
 	SSHListen func() string
+	// DBListen, if set, returns the database gateway's address for
+	// /v1/sys/db and database tokens ("" when it does not run). Nil: no
+	// gateway.
+	DBListen func() string
 }
 
 // Server is the API's http.Handler.
@@ -153,6 +157,9 @@ func (s *Server) routes() {
 	r("POST /v1/auth/mfa/totp/confirm", authenticated, s.totpConfirm)
 	r("POST /v1/auth/ssh/certificate", authenticated, s.sshCertificate)
 	r("GET /v1/sys/ssh", open, s.sshInfo)
+	r("POST /v1/auth/db/certificate", authenticated, s.dbCertificate)
+	r("GET /v1/sys/db", open, s.dbInfo)
+	r("POST /v1/db/token", authenticated, s.dbToken)
 
 	r("POST /v1/users", adminOnly, s.userCreate)
 	r("GET /v1/users", adminOnly, s.userList)

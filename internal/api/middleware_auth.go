@@ -62,8 +62,9 @@ func (s *Server) authorized(action string, h handlerFunc) handlerFunc {
 	}
 }
 
-// authenticate checks the bearer token and stores it in c. A refusal is
-// always audited; an acceptance only when auditAllow is set (an
+// authenticate checks the bearer token and stores it in c. A scoped token
+// (a database token) is refused like an invalid one. A refusal is always
+// audited; an acceptance only when auditAllow is set (an
 // authorization decision that follows records the caller anyway).
 func (s *Server) authenticate(r *http.Request, c *call, auditAllow bool) error {
 	if s.cfg.Barrier.Sealed() {
@@ -82,6 +83,12 @@ func (s *Server) authenticate(r *http.Request, c *call, auditAllow bool) error {
 	if err != nil && errkind.Of(err) != errkind.Unauthenticated {
 		return err // the store failed: not a decision
 	}
+	scoped := err == nil && tok.Scope != ""
+	if scoped {
+		// A database token is a password for the gateway: leaked, it
+		// must not drive the API.
+		err = errkind.New(errkind.Unauthenticated, "api: this token is scoped to the database gateway and cannot call the API; use your login token")
+	}
 	if err == nil && !auditAllow {
 		c.token = tok
 		return nil
@@ -94,6 +101,11 @@ func (s *Server) authenticate(r *http.Request, c *call, auditAllow bool) error {
 	} else {
 		ev.Outcome = audit.OutcomeDeny
 		ev.Details["reason"] = "invalid or missing token"
+		if scoped {
+			ev.Actor = tok.Actor()
+			ev.Details["reason"] = "scoped token"
+			ev.Details["token"] = tok.ID
+		}
 	}
 	if _, aerr := s.cfg.Audit.Append(r.Context(), ev); aerr != nil {
 		s.cfg.Logger.Error("audit append failed; refusing request", "request_id", c.requestID, "err", aerr)

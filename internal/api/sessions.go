@@ -32,7 +32,10 @@ func (s *Server) sessionList(w http.ResponseWriter, r *http.Request, c *call) er
 }
 
 // SessionDetail answers GET /v1/sessions/{id}: the session, the command
-// lines typed (ssh), and the statements run (db).
+// lines typed (ssh), and the statements run (db). Each statement is the
+// gateway's record ({"sql", "stmt", "params", "tag", "rows",
+// "error_code", "duration_ms", "blocked" or "alert"}) with "time", the
+// seconds from the session's start to the statement's end.
 type SessionDetail struct {
 	recording.Info
 	Commands   []string          `json:"commands,omitempty"`
@@ -47,13 +50,14 @@ func (s *Server) sessionShow(w http.ResponseWriter, r *http.Request, c *call) er
 	}
 	out := SessionDetail{Info: info}
 	var inputs []recording.Event
+	var stmt statementJoiner
 	err = s.cfg.Recorder.Replay(r.Context(), id, func(ev recording.Event) error {
 		switch ev.Type {
 		case recording.Input:
 			inputs = append(inputs, ev)
 		case recording.Statement:
-			if json.Valid([]byte(ev.Data)) {
-				out.Statements = append(out.Statements, json.RawMessage(ev.Data))
+			if st := stmt.add(ev); st != nil {
+				out.Statements = append(out.Statements, st)
 			}
 		}
 		return nil
@@ -63,6 +67,57 @@ func (s *Server) sessionShow(w http.ResponseWriter, r *http.Request, c *call) er
 	}
 	out.Commands = recording.Commands(inputs)
 	return writeJSON(w, out)
+}
+
+// maxStatementBytes bounds one statement record rebuilt from its pieces.
+const maxStatementBytes = 16 << 20
+
+// statementJoiner rebuilds the gateway's statement records: the recorder
+// splits a long one into several events at the same time, and a record is
+// one JSON object. Each complete record is returned with "time" (seconds
+// since the session started) added in front.
+type statementJoiner struct {
+	buf []byte  // pieces of a record not yet complete
+	at  float64 // their time
+}
+
+func (j *statementJoiner) add(ev recording.Event) json.RawMessage {
+	if len(j.buf) > 0 && (ev.Time != j.at || len(j.buf)+len(ev.Data) > maxStatementBytes) {
+		j.buf = j.buf[:0] // a torn record: drop it
+	}
+	if len(j.buf) == 0 {
+		j.at = ev.Time
+	}
+	j.buf = append(j.buf, ev.Data...)
+	if len(j.buf) < 2 || j.buf[0] != '{' || !json.Valid(j.buf) {
+		if len(j.buf) > 0 && j.buf[0] != '{' {
+			j.buf = j.buf[:0] // not a record of ours
+		}
+		return nil
+	}
+	rec := make([]byte, 0, len(j.buf)+32)
+	rec = append(rec, `{"time":`...)
+	rec = strconv.AppendFloat(rec, j.at, 'f', 6, 64)
+	if len(j.buf) > 2 && !isEmptyObject(j.buf) {
+		rec = append(rec, ',')
+	}
+	rec = append(rec, j.buf[1:]...)
+	j.buf = j.buf[:0]
+	return rec
+}
+
+// isEmptyObject reports whether b, a valid JSON object, has no member.
+func isEmptyObject(b []byte) bool {
+	for _, c := range b[1:] {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+		case '}':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // sessionRecording streams the asciicast v2 recording.

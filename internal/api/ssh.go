@@ -29,7 +29,14 @@ type SSHCertificateResponse struct {
 type SSHInfo struct {
 	UserCA  string `json:"user_ca"`  // authorized_keys line
 	HostKey string `json:"host_key"` // authorized_keys line of the gateway's host key
-	Listen  string `json:"listen"`   // the gateway's address; "": no gateway
+	// HostCAKey certifies the gateway's host key under target names
+	// ("web1.warder") for ProxyJump: clients trust it with
+	// "@cert-authority *.warder KEY" in known_hosts.
+	HostCAKey string `json:"host_ca_key"`
+	// AccessCAKey is the host-access CA: targets with ssh_auth=certificate
+	// trust it in sshd's TrustedUserCAKeys.
+	AccessCAKey string `json:"access_ca_key"`
+	Listen      string `json:"listen"` // the gateway's address; "": no gateway
 }
 
 // sshCertificate issues the caller a user certificate valid no longer than
@@ -76,7 +83,10 @@ func (s *Server) sshInfo(w http.ResponseWriter, r *http.Request, c *call) error 
 	for _, k := range []struct {
 		purpose string
 		dst     *string
-	}{{sshca.PurposeUserCA, &info.UserCA}, {sshca.PurposeHostKey, &info.HostKey}} {
+	}{
+		{sshca.PurposeUserCA, &info.UserCA}, {sshca.PurposeHostKey, &info.HostKey},
+		{sshca.PurposeHostCA, &info.HostCAKey}, {sshca.PurposeAccessCA, &info.AccessCAKey},
+	} {
 		sg, err := sshca.Signer(r.Context(), s.cfg.Barrier, k.purpose)
 		if err != nil {
 			return err

@@ -38,6 +38,19 @@ func TestSSHCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("user_ca %q: %v", info.UserCA, err)
 	}
+	// Four distinct keys: the user CA, the gateway's host key, its host
+	// CA and the host-access CA.
+	seen := map[string]string{}
+	for name, line := range map[string]string{"user_ca": info.UserCA, "host_key": info.HostKey, "host_ca_key": info.HostCAKey, "access_ca_key": info.AccessCAKey} {
+		k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			t.Fatalf("%s %q: %v", name, line, err)
+		}
+		if other, dup := seen[string(k.Marshal())]; dup {
+			t.Errorf("%s is the same key as %s", name, other)
+		}
+		seen[string(k.Marshal())] = name
+	}
 
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	spub, _ := gossh.NewPublicKey(pub)

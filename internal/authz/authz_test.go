@@ -25,6 +25,7 @@ var allActions = []struct {
 	{ActionCheckin, account("db1/root")},
 	{ActionRotate, target("db1")},
 	{ActionConnect, target("db1")},
+	{ActionPortForward, account("db1/root")},
 	{ActionReadSecret, UID{TypeSecret, "db1/tls"}},
 	{ActionRequestAccess, UID{TypeRole, "oncall"}},
 	{ActionApprove, UID{TypeRole, "oncall"}},

@@ -219,3 +219,24 @@ func TestNewRequires(t *testing.T) {
 		})
 	}
 }
+
+// port_forward applies to accounts and targets, like connect, and nothing
+// else: a policy for it on another resource type is refused.
+func TestValidatePortForward(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		ok         bool
+	}{
+		{"on a target, over ssh", `permit(principal in Group::"ops", action == Action::"port_forward", resource in Target::"web1") when { context.via == "ssh" };`, true},
+		{"on an account", `permit(principal == User::"alice", action == Action::"port_forward", resource == Account::"web1/root");`, true},
+		{"with connect", `permit(principal, action in [Action::"connect", Action::"port_forward"], resource is Account);`, true},
+		{"on the system", `permit(principal, action == Action::"port_forward", resource == System::"warder");`, false},
+		{"on a role", `permit(principal, action == Action::"port_forward", resource is Role);`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := Validate(tc.text); (err == nil) != tc.ok {
+				t.Errorf("Validate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}

@@ -32,6 +32,7 @@ const (
 	ActionCheckin       = "checkin"        // on Account, Target
 	ActionRotate        = "rotate"         // on Account, Target
 	ActionConnect       = "connect"        // on Account, Target
+	ActionPortForward   = "port_forward"   // on Account, Target: an SSH port forward
 	ActionReadSecret    = "read_secret"    // on Secret
 	ActionRequestAccess = "request_access" // on Role
 	ActionApprove       = "approve"        // on Role

@@ -111,7 +111,7 @@ func (e *env) rootCommand() *cobra.Command {
 		e.userCommand(), e.groupCommand(), e.machineCommand(), e.policyCommand(),
 		e.targetCommand(), e.accountCommand(), e.checkoutCommand(), e.checkinCommand(), e.secretCommand(), e.runCommand(),
 		e.roleCommand(), e.requestCommand(), e.grantCommand(), e.incidentCommand(), e.reviewCommand(), e.sessionCommand(),
-		e.sshCommand(), e.sshConfigCommand())
+		e.sshCommand(), e.sshConfigCommand(), e.sshCACommand(), e.dbCommand())
 	return root
 }
 

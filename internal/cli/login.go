@@ -31,8 +31,16 @@ use --token first, then $WARDER_TOKEN, then this file.
 
 Login also gets an SSH user certificate for the SSH gateway, valid no
 longer than the token, for the key id_ed25519_warder in the same directory
-(generated if missing) and writes it beside the key; failing to get one is
-only a warning.`,
+(generated if missing) and writes it beside the key. When SSH_AUTH_SOCK is
+set, it also loads the key with the certificate into that ssh-agent, for
+as long as the certificate is valid. Failing either is only a warning.
+
+When the server runs a database gateway, login likewise gets an X.509
+client certificate for it, for the ECDSA P-256 key db_client.key in the
+same directory (generated if missing, mode 0600), bound to the token and
+valid no longer, written as db_client.crt: "warder db connect" and
+"warder db proxy" authenticate with it instead of a password (and get one
+themselves if it is missing or expiring). Failing is only a warning.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if user == "" {
@@ -79,8 +87,22 @@ only a warning.`,
 			// An SSH certificate for the gateway; without one, only ssh
 			// does not work.
 			if tc, err := e.clientWithToken(res.Token); err == nil {
-				if _, err := e.refreshSSHCert(cmd.Context(), tc); err != nil {
+				if cert, err := e.refreshSSHCert(cmd.Context(), tc); err != nil {
 					fmt.Fprintf(e.stderr, "Warning: no SSH certificate: %v\n", err)
+				} else if sock := e.getenv("SSH_AUTH_SOCK"); sock != "" {
+					if err := e.addToAgent(sock, cert.Certificate); err != nil {
+						fmt.Fprintf(e.stderr, "Warning: the SSH certificate was not loaded into ssh-agent: %v\n", err)
+					}
+				}
+			}
+			// A client certificate for the database gateway, when the
+			// server runs one; without it, db connect falls back to a
+			// database token and db proxy gets one when it starts.
+			if tc, err := e.clientWithToken(res.Token); err == nil {
+				if info, err := tc.DBInfo(cmd.Context()); err == nil && info.Listen != "" {
+					if _, err := e.refreshDBCert(cmd.Context(), tc); err != nil {
+						fmt.Fprintf(e.stderr, "Warning: no database client certificate: %v\n", err)
+					}
 				}
 			}
 			if e.token != "" || e.getenv("WARDER_TOKEN") != "" {

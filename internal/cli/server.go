@@ -89,6 +89,7 @@ key that unseals the data sits next to it.`,
 		defaults.DataDir = ".warder-dev"
 		defaults.LogFormat = "text"
 		defaults.SSHListen = "127.0.0.1:2222"
+		defaults.DBListen = "127.0.0.1:7432"
 		cfg, err := config.LoadWithDefaults(defaults, configFile, e.environ, flags())
 		if err != nil {
 			return usageError{err}

@@ -89,8 +89,9 @@ func (e *env) sessionShowCommand() *cobra.Command {
 				for i, line := range d.Commands {
 					fmt.Fprintf(w, "%d\t%s\n", i+1, line)
 				}
-				for i, st := range d.Statements {
-					fmt.Fprintf(w, "%d\t%s\n", i+1, st)
+				if len(d.Statements) > 0 {
+					w.Flush()
+					e.printStatements(d)
 				}
 			})
 		},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -16,10 +17,12 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/warderhq/warder/internal/cli/tokenfile"
 	"github.com/warderhq/warder/internal/client"
@@ -122,45 +125,130 @@ func (e *env) refreshSSHCert(ctx context.Context, c *client.Client) (client.SSHC
 	return cert, writeFileAtomic(f.cert, []byte(cert.Certificate+"\n"), 0o644)
 }
 
+// agentTimeout bounds the exchange with ssh-agent.
+const agentTimeout = 5 * time.Second
+
+// addToAgent loads the SSH key with certLine (its certificate, in
+// authorized_keys format) into the ssh-agent listening on sock. The agent
+// drops them when the certificate expires (a lifetime constraint). The
+// private key goes only to the agent.
+func (e *env) addToAgent(sock, certLine string) error {
+	f, err := e.sshFiles()
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(f.key)
+	if err != nil {
+		return err
+	}
+	priv, err := gossh.ParseRawPrivateKey(data)
+	if err != nil {
+		return fmt.Errorf("ssh key %s: %w", f.key, err)
+	}
+	k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(certLine))
+	if err != nil {
+		return fmt.Errorf("certificate: %w", err)
+	}
+	cert, ok := k.(*gossh.Certificate)
+	if !ok {
+		return errors.New("certificate: not a certificate")
+	}
+	left := time.Until(time.Unix(int64(cert.ValidBefore), 0))
+	if left < time.Second {
+		return errors.New("the certificate has expired")
+	}
+	conn, err := net.DialTimeout("unix", sock, agentTimeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(agentTimeout))
+	return agent.NewClient(conn).Add(agent.AddedKey{
+		PrivateKey:   priv,
+		Certificate:  cert,
+		Comment:      "warder " + cert.KeyId,
+		LifetimeSecs: uint32(min(left, time.Duration(math.MaxUint32)*time.Second) / time.Second),
+	})
+}
+
+// sshJumpSuffix is the domain suffix under which the gateway serves
+// targets to ProxyJump clients ("web1.warder"); the gateway's default.
+const sshJumpSuffix = ".warder"
+
+// sshGateway is what an SSH client needs to reach the gateway.
+type sshGateway struct {
+	files      sshFiles
+	host, port string
+	info       client.SSHInfo
+}
+
 // sshSetup prepares what an SSH client needs to reach the gateway: a
-// certificate valid for at least a minute, and the gateway's host key
-// pinned in the known-hosts file. It returns the gateway's host and port.
-func (e *env) sshSetup(ctx context.Context) (f sshFiles, host, port string, err error) {
+// certificate valid for at least a minute, and a known-hosts file that
+// pins the gateway's host key and trusts its host CA for
+// "*.warder" names (ProxyJump), nothing else.
+func (e *env) sshSetup(ctx context.Context) (sshGateway, error) {
+	var g sshGateway
 	c, err := e.client()
 	if err != nil {
-		return f, "", "", err
+		return g, err
 	}
-	if f, err = e.sshFiles(); err != nil {
-		return f, "", "", err
+	if g.files, err = e.sshFiles(); err != nil {
+		return g, err
 	}
-	info, err := c.SSHInfo(ctx)
-	if err != nil {
-		return f, "", "", err
+	f := g.files
+	if g.info, err = c.SSHInfo(ctx); err != nil {
+		return g, err
 	}
-	if info.Listen == "" {
-		return f, "", "", errors.New("the server runs no SSH gateway (set ssh_listen)")
+	if g.info.Listen == "" {
+		return g, errors.New("the server runs no SSH gateway (set ssh_listen)")
 	}
-	host, port, err = net.SplitHostPort(info.Listen)
-	if err != nil {
-		return f, "", "", fmt.Errorf("gateway address %q: %w", info.Listen, err)
+	if g.host, g.port, err = net.SplitHostPort(g.info.Listen); err != nil {
+		return g, fmt.Errorf("gateway address %q: %w", g.info.Listen, err)
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = e.serverHost() // listening on every interface: reach it where the API is
+	if ip := net.ParseIP(g.host); g.host == "" || ip != nil && ip.IsUnspecified() {
+		g.host = e.serverHost() // listening on every interface: reach it where the API is
 	}
 	if !f.certValidFor(time.Minute) {
 		if _, err := e.refreshSSHCert(ctx, c); err != nil {
-			return f, "", "", fmt.Errorf("SSH certificate: %w", err)
+			return g, fmt.Errorf("SSH certificate: %w", err)
 		}
 	}
-	hostPattern := host
-	if port != "22" {
-		hostPattern = "[" + host + "]:" + port
+	hostPattern := g.host
+	if g.port != "22" {
+		hostPattern = "[" + g.host + "]:" + g.port
 	}
-	known := hostPattern + " " + strings.TrimSpace(info.HostKey) + "\n"
+	known := hostPattern + " " + strings.TrimSpace(g.info.HostKey) + "\n"
+	if g.info.HostCAKey != "" {
+		known += "@cert-authority *" + sshJumpSuffix + " " + strings.TrimSpace(g.info.HostCAKey) + "\n"
+	}
 	if err := writeFileAtomic(f.knownHosts, []byte(known), 0o644); err != nil {
-		return f, "", "", err
+		return g, err
 	}
-	return f, host, port, nil
+	return g, nil
+}
+
+// jumpLogin is the user name to log in to the gateway with for
+// ProxyJump: the name of the Warder principal the certificate is for (any
+// name without "@" would do; this one reads well in the gateway's logs),
+// or "" when the certificate cannot be read.
+func (f sshFiles) jumpLogin() string {
+	data, err := os.ReadFile(f.cert)
+	if err != nil {
+		return ""
+	}
+	k, _, _, _, err := gossh.ParseAuthorizedKey(data)
+	if err != nil {
+		return ""
+	}
+	cert, ok := k.(*gossh.Certificate)
+	if !ok || len(cert.ValidPrincipals) == 0 {
+		return ""
+	}
+	_, name, ok := strings.Cut(cert.ValidPrincipals[0], ":")
+	if !ok || name == "" || strings.ContainsAny(name, "@ \t\r\n\"'\\") {
+		return ""
+	}
+	return name
 }
 
 // serverHost is the host of the API address.
@@ -185,31 +273,98 @@ func (e *env) sshConfigCommand() *cobra.Command {
 		Short: "Print an ~/.ssh/config block for the SSH gateway",
 		Long: `Print an ~/.ssh/config block that reaches Warder's SSH gateway with plain
 OpenSSH (ssh, scp, sftp, rsync). It also gets an SSH certificate if the one
-in the configuration directory is missing or expiring, and pins the
-gateway's host key in <config dir>/known_hosts: no trust on first use.
+in the configuration directory is missing or expiring, and writes
+<config dir>/known_hosts, which pins the gateway's host key and trusts the
+gateway's host CA for *.warder names only: no trust on first use.
 
-The SSH user name selects the account: "ssh root@web1@warder" logs in to
-account root of target web1 (or "ssh -l root@web1 warder").`,
+Targets are reached as TARGET.warder through ProxyJump to the gateway,
+with the account as the user name:
+
+    ssh root@web1.warder
+    scp file root@web1.warder:/tmp/
+    sftp root@web1.warder
+    rsync -a dir/ root@web1.warder:dir/
+
+The first block also allows logging in to the gateway directly, the SSH
+user name selecting the account: "ssh root@web1@warder" (or
+"ssh -l root@web1 warder"); "ssh web1@warder" uses the target's default
+account.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, host, port, err := e.sshSetup(cmd.Context())
+			if alias == "" || strings.ContainsAny(alias, " \t\r\n*?!@,") {
+				return usageError{fmt.Errorf("--host-alias %q is not a host name", alias)}
+			}
+			g, err := e.sshSetup(cmd.Context())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, `Host %s
-    HostName %s
-    Port %s
-    IdentityFile %s
+			f := g.files
+			common := fmt.Sprintf(`    IdentityFile %s
     CertificateFile %s
     IdentitiesOnly yes
     UserKnownHostsFile %s
     StrictHostKeyChecking yes
-`, alias, host, port, f.key, f.cert, f.knownHosts)
+`, sshConfigQuote(f.key), sshConfigQuote(f.cert), sshConfigQuote(f.knownHosts))
+			fmt.Fprintf(e.stdout, "Host %s\n    HostName %s\n    Port %s\n%s", alias, g.host, g.port, common)
+			if g.info.HostCAKey == "" {
+				fmt.Fprintln(e.stderr, "Note: the server has no SSH host CA: ProxyJump (TARGET.warder) is not available; upgrade the server.")
+				return nil
+			}
+			jump := alias
+			if u := f.jumpLogin(); u != "" {
+				jump = u + "@" + alias
+			}
+			fmt.Fprintf(e.stdout, "\nHost *%s !%s\n    ProxyJump %s\n%s", sshJumpSuffix, alias, jump, common)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&alias, "host-alias", "warder", "the Host name of the block")
+	cmd.Flags().StringVar(&alias, "host-alias", "warder", "the Host name of the gateway's block")
 	return cmd
+}
+
+// sshConfigQuote quotes a path for ssh_config when it holds a space.
+func sshConfigQuote(path string) string {
+	if strings.ContainsAny(path, " \t") {
+		return `"` + path + `"`
+	}
+	return path
+}
+
+func (e *env) sshCACommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ssh-ca",
+		Short: "Print the host-access CA key, for sshd's TrustedUserCAKeys on targets",
+		Long: `Print Warder's host-access CA public key. Linux targets with the option
+ssh_auth=certificate are logged in to by the SSH gateway with an ephemeral
+certificate of this CA (principal: the account; key id
+"warder:PRINCIPAL:ID"; valid one hour), so their sshd must trust it:
+
+    warder ssh-ca > /etc/ssh/warder_access_ca.pub
+    echo 'TrustedUserCAKeys /etc/ssh/warder_access_ca.pub' >> /etc/ssh/sshd_config
+
+The key is derived from the root key: it stays the same for the life of
+the installation.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			info, err := c.SSHInfo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if info.AccessCAKey == "" {
+				return errors.New("the server has no host-access CA; upgrade it")
+			}
+			out := struct {
+				AccessCAKey string `json:"access_ca_key"`
+			}{strings.TrimSpace(info.AccessCAKey)}
+			return e.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, out.AccessCAKey+" warder-access-ca")
+			})
+		},
+	}
 }
 
 func (e *env) sshCommand() *cobra.Command {
@@ -226,10 +381,11 @@ status is the remote command's, or 255 when ssh itself fails.`,
 				return usageError{errors.New("give the remote command after --")}
 			}
 			dest, command := args[0], args[1:]
-			f, host, port, err := e.sshSetup(cmd.Context())
+			g, err := e.sshSetup(cmd.Context())
 			if err != nil {
 				return err
 			}
+			f, host, port := g.files, g.host, g.port
 			path, err := exec.LookPath("ssh")
 			if err != nil {
 				return errors.New("ssh: the OpenSSH client is not installed (no ssh on the PATH)")

@@ -33,6 +33,7 @@ type TokenInfo struct {
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`     // zero: does not expire
 	MaxExpiresAt time.Time `json:"max_expires_at,omitzero"` // renewals stop here; zero: no cap
 	Bootstrap    bool      `json:"bootstrap,omitempty"`     // the token made by operator init
+	Scope        string    `json:"scope,omitempty"`         // "": an API token; "db:TARGET/ACCOUNT": a database token
 }
 
 // LoginRequest is the body of POST /v1/auth/login.

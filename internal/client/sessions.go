@@ -21,6 +21,8 @@ type Session struct {
 	Source    string    `json:"source,omitempty"`
 	Command   string    `json:"command,omitempty"`
 	PTY       bool      `json:"pty"`
+	GrantID   string    `json:"grant_id,omitempty"` // the just-in-time grant it used
+	LeaseID   string    `json:"lease_id,omitempty"` // the check-out it used
 	StartedAt time.Time `json:"started_at"`
 	EndedAt   time.Time `json:"ended_at,omitzero"`
 	BytesIn   int64     `json:"bytes_in"`

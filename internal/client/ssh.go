@@ -10,7 +10,14 @@ import (
 type SSHInfo struct {
 	UserCA  string `json:"user_ca"`  // authorized_keys line
 	HostKey string `json:"host_key"` // authorized_keys line of the gateway's host key
-	Listen  string `json:"listen"`   // the gateway's address; "": no gateway
+	// HostCAKey certifies the gateway's host key under target names for
+	// ProxyJump ("@cert-authority *.warder KEY" in known_hosts). "": a
+	// server that predates it.
+	HostCAKey string `json:"host_ca_key"`
+	// AccessCAKey is the host-access CA, for sshd's TrustedUserCAKeys on
+	// targets with ssh_auth=certificate. "": a server that predates it.
+	AccessCAKey string `json:"access_ca_key"`
+	Listen      string `json:"listen"` // the gateway's address; "": no gateway
 }
 
 // SSHCertificate is a user certificate for the caller.

@@ -71,6 +71,23 @@ type Config struct {
 	// port). Default "": no SSH gateway. The gateway starts once the
 	// server is unsealed: its host key is derived from the root key.
 	SSHListen string `yaml:"ssh_listen"`
+	// SSHIdleTimeout closes an SSH gateway connection on which no data
+	// moved for that long. Default 30m; 0 disables it.
+	SSHIdleTimeout time.Duration `yaml:"ssh_idle_timeout"`
+	// SessionRecheckInterval is how often the gateways re-check that a
+	// live session is still allowed (a grant revoked, a policy removed).
+	// Default 10s; from 1s to 1h.
+	SessionRecheckInterval time.Duration `yaml:"session_recheck_interval"`
+	// RecordingRetention is how long session recordings are kept after
+	// they end; older ones are deleted (their audit events stay). Default
+	// 2160h (90 days); 0 keeps them forever.
+	RecordingRetention time.Duration `yaml:"recording_retention"`
+	// DBListen is the database (PostgreSQL) gateway's address, host:port
+	// (0 picks a free port). Default "": no database gateway (`warder
+	// dev`: "127.0.0.1:7432"). The gateway starts once the server is
+	// unsealed: its client CA is derived from the root key. It serves the
+	// API's TLS certificate, which then also names this host.
+	DBListen string `yaml:"db_listen"`
 }
 
 // Limits on values.
@@ -78,6 +95,12 @@ const (
 	MinRequestBytes       = 1 << 10
 	MaxRequestBytesLimit  = 64 << 20
 	MinCheckpointInterval = time.Second
+	MinRecheckInterval    = time.Second
+	MaxRecheckInterval    = time.Hour
+	// MinRecordingRetention is the shortest retention other than 0
+	// (forever): shorter would delete recordings an investigation still
+	// needs.
+	MinRecordingRetention = time.Hour
 	maxFileBytes          = 1 << 20 // a config file larger than this is refused
 	envPrefix             = "WARDER_"
 	sqliteFile            = "warder.db"
@@ -94,6 +117,10 @@ func Default() Config {
 		CheckpointInterval: time.Minute,
 		ShutdownTimeout:    15 * time.Second,
 		TimeZone:           "UTC",
+
+		SSHIdleTimeout:         30 * time.Minute,
+		SessionRecheckInterval: 10 * time.Second,
+		RecordingRetention:     90 * 24 * time.Hour,
 	}
 }
 
@@ -142,6 +169,14 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.NotifyWebhookSecret }},
 	{key: "ssh_listen", help: `SSH gateway listen address, host:port; "" (default): no SSH gateway`,
 		ptr: func(c *Config) any { return &c.SSHListen }, check: checkSSHListen},
+	{key: "ssh_idle_timeout", help: `close an SSH gateway connection idle this long, e.g. "30m"; 0: never`,
+		ptr: func(c *Config) any { return &c.SSHIdleTimeout }, check: checkIdleTimeout},
+	{key: "session_recheck_interval", help: `how often live gateway sessions are re-authorized, e.g. "10s"`,
+		ptr: func(c *Config) any { return &c.SessionRecheckInterval }, check: checkRecheck},
+	{key: "recording_retention", help: `how long session recordings are kept, e.g. "2160h" (90 days); 0: forever`,
+		ptr: func(c *Config) any { return &c.RecordingRetention }, check: checkRetention},
+	{key: "db_listen", help: `database (PostgreSQL) gateway listen address, host:port; "" (default): no database gateway`,
+		ptr: func(c *Config) any { return &c.DBListen }, check: checkDBListen},
 }
 
 // Keys returns the configuration keys, in a stable order, for registering
@@ -358,6 +393,11 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("checkpoint_interval", c.CheckpointInterval),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("time_zone", c.TimeZone),
+		slog.String("ssh_listen", c.SSHListen),
+		slog.Duration("ssh_idle_timeout", c.SSHIdleTimeout),
+		slog.Duration("session_recheck_interval", c.SessionRecheckInterval),
+		slog.Duration("recording_retention", c.RecordingRetention),
+		slog.String("db_listen", c.DBListen),
 	)
 }
 
@@ -384,6 +424,13 @@ func checkSSHListen(c *Config) string {
 		return ""
 	}
 	return checkListen(&Config{Listen: c.SSHListen})
+}
+
+func checkDBListen(c *Config) string {
+	if c.DBListen == "" {
+		return ""
+	}
+	return checkListen(&Config{Listen: c.DBListen})
 }
 
 // checkStorage never repeats the value: it may hold a password.
@@ -433,6 +480,27 @@ func checkCheckpoint(c *Config) string {
 func checkShutdown(c *Config) string {
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Sprintf("%s is not a positive duration", c.ShutdownTimeout)
+	}
+	return ""
+}
+
+func checkIdleTimeout(c *Config) string {
+	if c.SSHIdleTimeout < 0 {
+		return fmt.Sprintf("%s is negative (0 disables the timeout)", c.SSHIdleTimeout)
+	}
+	return ""
+}
+
+func checkRecheck(c *Config) string {
+	if c.SessionRecheckInterval < MinRecheckInterval || c.SessionRecheckInterval > MaxRecheckInterval {
+		return fmt.Sprintf("%s is out of range (%s to %s)", c.SessionRecheckInterval, MinRecheckInterval, MaxRecheckInterval)
+	}
+	return ""
+}
+
+func checkRetention(c *Config) string {
+	if c.RecordingRetention != 0 && c.RecordingRetention < MinRecordingRetention {
+		return fmt.Sprintf("%s is shorter than %s (0 keeps recordings forever)", c.RecordingRetention, MinRecordingRetention)
 	}
 	return ""
 }

@@ -92,6 +92,11 @@ func TestPrecedence(t *testing.T) {
 		{name: "null value keeps default", file: "listen:\nlog_level: ~\n", want: func(c *Config) {}},
 		{name: "comments only", file: "# nothing here\n", want: func(c *Config) {}},
 		{name: "empty file", file: " ", want: func(c *Config) {}},
+		{name: "gateway sessions", file: "ssh_idle_timeout: 0s\nrecording_retention: 720h\n",
+			env: []string{"WARDER_SESSION_RECHECK_INTERVAL=2s"}, flags: map[string]string{"recording-retention": "0"},
+			want: func(c *Config) {
+				c.SSHIdleTimeout, c.SessionRecheckInterval, c.RecordingRetention = 0, 2*time.Second, 0
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,6 +162,11 @@ func TestLoadErrors(t *testing.T) {
 		{name: "tls key without cert", env: []string{"WARDER_TLS_KEY=/k.pem"}, want: []string{"config: tls_key is set but tls_cert is not"}},
 		{name: "unknown flag key", flags: map[string]string{"lisen": "x"}, want: []string{`config: unknown flag key "lisen"`}},
 		{name: "missing file", file: "-", want: []string{"config: open", "no such file"}},
+		{name: "negative idle timeout", env: []string{"WARDER_SSH_IDLE_TIMEOUT=-1m"}, want: []string{"ssh_idle_timeout (from WARDER_SSH_IDLE_TIMEOUT): -1m0s is negative"}},
+		{name: "short recheck", flags: map[string]string{"session-recheck-interval": "100ms"}, want: []string{"session_recheck_interval (from --session-recheck-interval): 100ms is out of range"}},
+		{name: "zero recheck", file: "session_recheck_interval: 0s\n", want: []string{"session_recheck_interval (from", "out of range"}},
+		{name: "short retention", env: []string{"WARDER_RECORDING_RETENTION=10m"}, want: []string{"recording_retention (from WARDER_RECORDING_RETENTION): 10m0s is shorter than 1h0m0s"}},
+		{name: "negative retention", env: []string{"WARDER_RECORDING_RETENTION=-1h"}, want: []string{"recording_retention (from WARDER_RECORDING_RETENTION)", "shorter than"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,6 +218,9 @@ func TestValidateNamesKey(t *testing.T) {
 		{"max_request_bytes", func(c *Config) { c.MaxRequestBytes = 0 }},
 		{"checkpoint_interval", func(c *Config) { c.CheckpointInterval = 0 }},
 		{"shutdown_timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }},
+		{"ssh_idle_timeout", func(c *Config) { c.SSHIdleTimeout = -time.Second }},
+		{"session_recheck_interval", func(c *Config) { c.SessionRecheckInterval = 2 * time.Hour }},
+		{"recording_retention", func(c *Config) { c.RecordingRetention = time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {

@@ -31,6 +31,10 @@ type Token struct {
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`     // zero: does not expire (bootstrap token only)
 	MaxExpiresAt time.Time `json:"max_expires_at,omitzero"` // Renew never extends beyond it
 	Bootstrap    bool      `json:"bootstrap,omitempty"`     // the token made by operator init
+	// Scope, when set, limits the token to one use outside the API: the
+	// API refuses it, and the component it is scoped to checks it (see
+	// DBScope). "": an API token.
+	Scope string `json:"scope,omitempty"`
 }
 
 // Actor is how the token's holder is named in audit events.
@@ -47,6 +51,13 @@ type TokenSpec struct {
 	// MFAAt is when a second factor was verified; zero if none was.
 	MFAAt     time.Time
 	Bootstrap bool
+	// Scope limits the token (see Token.Scope). "": an API token.
+	Scope string
+	// Parent is the id of the token that asked for this one: revoking the
+	// parent revokes it. "": none.
+	Parent string
+	// NotAfter caps the token's expiry and maximum expiry. Zero: no cap.
+	NotAfter time.Time
 }
 
 // Secret forms: "<prefix>.<18 hex id>.<43 base64url secret>".
@@ -86,13 +97,17 @@ func (d *Directory) IssueTx(ctx context.Context, tx *sql.Tx, spec TokenSpec) (st
 		return "", Token{}, errkind.New(errkind.Invalid, "identity: a max TTL needs a TTL")
 	case spec.MaxTTL != 0 && spec.MaxTTL < spec.TTL:
 		return "", Token{}, errkind.New(errkind.Invalid, "identity: token max TTL is less than its TTL")
+	case spec.Scope != "" && spec.Bootstrap:
+		return "", Token{}, errkind.New(errkind.Invalid, "identity: the bootstrap token cannot be scoped")
+	case len(spec.Scope) > maxScopeLen:
+		return "", Token{}, errkind.New(errkind.Invalid, "identity: token scope is longer than %d bytes", maxScopeLen)
 	}
 	if err := activeTx(ctx, tx, spec.Principal); err != nil {
 		return "", Token{}, err
 	}
 	now, nowUS := d.nowMicros()
 	id, presented, hash := newSecret(tokenPrefix)
-	t := Token{ID: id, Principal: spec.Principal, CreatedAt: now, Bootstrap: spec.Bootstrap}
+	t := Token{ID: id, Principal: spec.Principal, CreatedAt: now, Bootstrap: spec.Bootstrap, Scope: spec.Scope}
 	var mfaUS, expUS, maxUS int64
 	if !spec.MFAAt.IsZero() {
 		t.MFA, t.MFAAt = true, store.FromMicros(store.Micros(spec.MFAAt))
@@ -101,12 +116,19 @@ func (d *Directory) IssueTx(ctx context.Context, tx *sql.Tx, spec TokenSpec) (st
 	if spec.TTL > 0 {
 		maxTTL := max(spec.MaxTTL, spec.TTL)
 		t.ExpiresAt, t.MaxExpiresAt = now.Add(spec.TTL), now.Add(maxTTL)
+		if !spec.NotAfter.IsZero() {
+			limit := store.FromMicros(store.Micros(spec.NotAfter)) // rounded down: never beyond
+			if !limit.After(now) {
+				return "", Token{}, errkind.New(errkind.Invalid, "identity: the token would expire before it is issued")
+			}
+			t.ExpiresAt, t.MaxExpiresAt = minTime(t.ExpiresAt, limit), minTime(t.MaxExpiresAt, limit)
+		}
 		expUS, maxUS = store.Micros(t.ExpiresAt), store.Micros(t.MaxExpiresAt)
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO identity_tokens
-		(id, secret_hash, principal_kind, principal_name, mfa_at, ttl, created_at, expires_at, max_expires_at, bootstrap)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		t.ID, hash, string(t.Principal.Kind), t.Principal.Name, mfaUS, spec.TTL.Microseconds(), nowUS, expUS, maxUS, t.Bootstrap)
+		(id, secret_hash, principal_kind, principal_name, mfa_at, ttl, created_at, expires_at, max_expires_at, bootstrap, scope, parent_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		t.ID, hash, string(t.Principal.Kind), t.Principal.Name, mfaUS, spec.TTL.Microseconds(), nowUS, expUS, maxUS, t.Bootstrap, t.Scope, spec.Parent)
 	if err != nil {
 		return "", Token{}, fmt.Errorf("identity: store token: %w", err)
 	}
@@ -138,7 +160,7 @@ func activeTx(ctx context.Context, tx *sql.Tx, p Principal) error {
 var ErrBadToken = errkind.New(errkind.Unauthenticated, "identity: invalid or expired token")
 
 // tokenColumns are scanned by scanToken, in this order, from identity_tokens t.
-const tokenColumns = `t.id, t.principal_kind, t.principal_name, t.mfa_at, t.ttl, t.created_at, t.expires_at, t.max_expires_at, t.bootstrap, t.revoked_at`
+const tokenColumns = `t.id, t.principal_kind, t.principal_name, t.mfa_at, t.ttl, t.created_at, t.expires_at, t.max_expires_at, t.bootstrap, t.revoked_at, t.scope`
 
 // tokenRow is a stored token.
 type tokenRow struct {
@@ -153,7 +175,7 @@ func scanToken(sc interface{ Scan(...any) error }, extra ...any) (tokenRow, erro
 		kind                                string
 		mfa, ttl, created, exp, maxExp, rev int64
 	)
-	err := sc.Scan(append([]any{&r.ID, &kind, &r.Principal.Name, &mfa, &ttl, &created, &exp, &maxExp, &r.Bootstrap, &rev}, extra...)...)
+	err := sc.Scan(append([]any{&r.ID, &kind, &r.Principal.Name, &mfa, &ttl, &created, &exp, &maxExp, &r.Bootstrap, &rev, &r.Scope}, extra...)...)
 	if err != nil {
 		return tokenRow{}, err
 	}
@@ -181,11 +203,52 @@ func (r tokenRow) live(now time.Time) bool {
 // Authenticate checks a presented token. Every failure to authenticate is
 // ErrBadToken; other errors mean the store failed. The token's secret,
 // expiry, revocation and its principal's status are read in one query.
+// A scoped token authenticates like any other: the caller checks Scope.
 func (d *Directory) Authenticate(ctx context.Context, presented string) (Token, error) {
 	id, secret, ok := parseSecret(tokenPrefix, presented)
 	if !ok {
 		return Token{}, ErrBadToken
 	}
+	r, hash, active, err := d.lookupToken(ctx, id)
+	want := sha256.Sum256([]byte(secret))
+	if errors.Is(err, sql.ErrNoRows) {
+		subtle.ConstantTimeCompare(want[:], want[:]) // same work as a found row
+		return Token{}, ErrBadToken
+	}
+	if err != nil {
+		return Token{}, err
+	}
+	if subtle.ConstantTimeCompare(want[:], hash) != 1 {
+		return Token{}, ErrBadToken
+	}
+	if !r.live(d.now()) || !active {
+		return Token{}, ErrBadToken
+	}
+	return r.Token, nil
+}
+
+// LiveToken returns the token with id if it is neither revoked nor
+// expired and its principal is active, else ErrBadToken; other errors mean
+// the store failed. It is for credentials bound to a token whose secret is
+// not presented, such as the database gateway's client certificates: the
+// caller must have authenticated the binding itself.
+func (d *Directory) LiveToken(ctx context.Context, id string) (Token, error) {
+	r, _, active, err := d.lookupToken(ctx, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Token{}, ErrBadToken
+	}
+	if err != nil {
+		return Token{}, err
+	}
+	if !r.live(d.now()) || !active {
+		return Token{}, ErrBadToken
+	}
+	return r.Token, nil
+}
+
+// lookupToken reads token id, its secret's hash and whether its principal
+// is active, in one query. A missing token is sql.ErrNoRows.
+func (d *Directory) lookupToken(ctx context.Context, id string) (tokenRow, []byte, bool, error) {
 	var hash []byte
 	var status sql.NullString // the principal's status; NULL when it is gone
 	row := d.db.QueryRowContext(ctx, `SELECT `+tokenColumns+`, t.secret_hash,
@@ -195,21 +258,13 @@ func (d *Directory) Authenticate(ctx context.Context, presented string) (Token, 
 		END
 		FROM identity_tokens t WHERE t.id = $1`, id)
 	r, err := scanToken(row, &hash, &status)
-	want := sha256.Sum256([]byte(secret))
 	if errors.Is(err, sql.ErrNoRows) {
-		subtle.ConstantTimeCompare(want[:], want[:]) // same work as a found row
-		return Token{}, ErrBadToken
+		return tokenRow{}, nil, false, err
 	}
 	if err != nil {
-		return Token{}, fmt.Errorf("identity: look up token: %w", err)
+		return tokenRow{}, nil, false, fmt.Errorf("identity: look up token: %w", err)
 	}
-	if subtle.ConstantTimeCompare(want[:], hash) != 1 {
-		return Token{}, ErrBadToken
-	}
-	if !r.live(d.now()) || status.String != StatusActive {
-		return Token{}, ErrBadToken
-	}
-	return r.Token, nil
+	return r, hash, status.String == StatusActive, nil
 }
 
 // Renew extends a live, renewable token to now plus its TTL, but not beyond
@@ -248,8 +303,8 @@ func (d *Directory) Renew(ctx context.Context, o audit.Origin, tokenID string) (
 	return t, err
 }
 
-// Revoke makes a token unusable from the next request on. A token unknown
-// or already revoked is NotFound.
+// Revoke makes a token, and the scoped tokens it issued, unusable from the
+// next request on. A token unknown or already revoked is NotFound.
 func (d *Directory) Revoke(ctx context.Context, o audit.Origin, tokenID string) error {
 	return d.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, nowUS := d.nowMicros()
@@ -260,7 +315,15 @@ func (d *Directory) Revoke(ctx context.Context, o audit.Origin, tokenID string) 
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errkind.New(errkind.NotFound, "identity: no active token %q", tokenID)
 		}
-		return d.appendTx(ctx, tx, o.Event("auth.token.revoke", "token:"+tokenID, audit.OutcomeSuccess, nil))
+		res, err = tx.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = $1 WHERE parent_id = $2 AND revoked_at = 0`, nowUS, tokenID)
+		if err != nil {
+			return fmt.Errorf("identity: revoke the tokens issued by a token: %w", err)
+		}
+		var details map[string]string
+		if n, _ := res.RowsAffected(); n > 0 {
+			details = map[string]string{"issued_revoked": strconv.FormatInt(n, 10)}
+		}
+		return d.appendTx(ctx, tx, o.Event("auth.token.revoke", "token:"+tokenID, audit.OutcomeSuccess, details))
 	})
 }
 

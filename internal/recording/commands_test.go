@@ -1,6 +1,8 @@
 package recording
 
 import (
+	"bytes"
+	"os"
 	"slices"
 	"testing"
 	"unicode/utf8"
@@ -96,6 +98,19 @@ func TestLineBufferBounds(t *testing.T) {
 func FuzzCommands(f *testing.F) {
 	for _, s := range []string{"ls -la\r", "ech hi\x1b[D\x1b[Do\r", "日本\x7f\x15\x17\r\n", "\x1b[1;5D\x1bO", "\xc3", "\x1b[A\x12\t\x19\x0b\r"} {
 		f.Add([]byte(s), 3)
+	}
+	// What a person typed in a real bash session (the asciicast decoder's
+	// seed too).
+	if raw, err := os.ReadFile("testdata/bash.cast"); err == nil {
+		if _, evs, err := DecodeAsciicast(bytes.NewReader(raw)); err == nil {
+			var typed []byte
+			for _, ev := range evs {
+				if ev.Type == Input {
+					typed = append(typed, ev.Data...)
+				}
+			}
+			f.Add(typed, len(typed)/2)
+		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
 		// Whole and in two events: the same lines.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/warderhq/warder/internal/audit"
@@ -164,6 +165,81 @@ func (r *Recorder) Kill(ctx context.Context, o audit.Origin, id, message string)
 		s.kill(message)
 	}
 	return nil
+}
+
+// KillPrincipal ends every live session of principal ("user:alice"), SSH
+// and database alike, with message, shown to its user: the server calls it
+// when a user is disabled or deleted. In one transaction it marks the
+// principal's active rows and audits a "session.kill" per session (details
+// message and reason "principal"); then it cancels, with cause
+// KilledError{message}, each of the principal's sessions live in this
+// process, which end at once. Sessions served by another process (several
+// servers on one PostgreSQL database) end when their process polls, within
+// about a second.
+//
+// The sessions live in this process are cancelled even when the
+// transaction fails (they then end with status "killed" and their own
+// "session.end" event, without a "session.kill"): a principal that lost
+// its access must not keep a session because the database hiccupped. It
+// returns the ids of the sessions it ended, sorted, and the transaction's
+// error.
+func (r *Recorder) KillPrincipal(ctx context.Context, o audit.Origin, principal, message string) ([]string, error) {
+	principal = sanitize(principal, maxField)
+	message = sanitize(message, maxKillMessage)
+	if principal == "" {
+		return nil, errkind.New(errkind.Invalid, "recording: kill sessions of whom? no principal given")
+	}
+	var ids []string
+	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
+		ids = ids[:0]
+		rows, err := tx.QueryContext(ctx, `UPDATE recording_sessions SET kill_requested = 1, kill_message = $1
+			WHERE principal = $2 AND status = 'active' RETURNING id`, message, principal)
+		if err != nil {
+			return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(principal), err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(principal), err)
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(principal), err)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			details := map[string]string{"reason": "principal", "principal": principal}
+			if message != "" {
+				details["message"] = message
+			}
+			if _, err := r.audit.AppendTx(ctx, tx, o.Event("session.kill", "session:"+id, audit.OutcomeSuccess, details)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		ids = nil
+	}
+	r.mu.Lock()
+	var local []*Session
+	for _, s := range r.live {
+		if s.meta.Principal == principal {
+			local = append(local, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range local {
+		s.kill(message)
+		if !slices.Contains(ids, s.id) {
+			ids = append(ids, s.id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, err
 }
 
 // Join streams the events of a live session served by this process as

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/barrier"
@@ -18,14 +19,19 @@ const pruneBatch = 200
 // Prune deletes the recordings of sessions that ended more than Retention
 // ago, with their rows, and returns how many it deleted. Each batch is
 // deleted with an audit event "recording.prune" (details count and
-// ended_before) in one transaction. Active sessions are never deleted. On
-// PostgreSQL it first recovers sessions orphaned by a dead process (see the
-// package documentation).
+// ended_before) in one transaction. Active sessions are never deleted. The
+// audit events of a pruned session ("session.start", "session.end" with
+// the recording's SHA-256) stay in the audit log. With Retention
+// KeepForever it deletes nothing. On PostgreSQL it first recovers sessions
+// orphaned by a dead process (see the package documentation).
 func (r *Recorder) Prune(ctx context.Context) (int, error) {
 	if r.db.Kind() == store.Postgres {
 		if _, err := r.recoverOrphans(ctx, false); err != nil {
 			return 0, err
 		}
+	}
+	if r.retention == KeepForever {
+		return 0, nil
 	}
 	now := r.now()
 	cutoff := store.Micros(now.Add(-r.retention))
@@ -79,6 +85,35 @@ func (r *Recorder) Prune(ctx context.Context) (int, error) {
 		total += n
 		if len(ids) < pruneBatch {
 			return total, nil
+		}
+	}
+}
+
+// RunPrune runs Prune at once and then every interval (zero: one hour)
+// until ctx ends, logging how many recordings each run deleted; a failed
+// run is logged and retried at the next. Several server processes on one
+// database may each run it: a recording is deleted, and counted in an
+// audit event, once.
+func (r *Recorder) RunPrune(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = time.Hour
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := r.Prune(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			r.log.Warn("recording: pruning old recordings failed; retrying later", "err", err, "retry_in", interval)
+		case n > 0:
+			r.log.Info("recording: pruned recordings past their retention", "count", n, "retention", r.retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -38,6 +38,8 @@
 //
 // Kill ends a session: it marks the row and, when the session is served
 // by this process, cancels its context at once with a KilledError cause.
+// KillPrincipal does the same for every active session of one principal
+// (the server calls it when a user is disabled or deleted).
 // On PostgreSQL, several server processes may share the database; each
 // Recorder that serves sessions polls their rows once a second (one query
 // for all of them, which also refreshes their heartbeat), so a kill from
@@ -45,6 +47,14 @@
 // live events to an observer, works only in the process serving the
 // session (Info does not say which; the API routes to any process, so with
 // several processes an observer may need to retry on the right one).
+//
+// # Retention
+//
+// Prune deletes the recordings that ended more than Config.Retention ago
+// (default 90 days; KeepForever keeps them); RunPrune runs it
+// periodically. The audit events of a pruned session stay, including the
+// "session.end" event with the recording's SHA-256: an export taken before
+// the pruning can still be checked against it.
 //
 // # Crash recovery
 //
@@ -158,8 +168,13 @@ type Config struct {
 	// stored as one chunk. Zero: 64 KiB.
 	ChunkBytes int
 	// Retention is how long Prune keeps an ended recording. Zero: 90 days.
+	// KeepForever: Prune deletes nothing. Other negative values are
+	// refused.
 	Retention time.Duration
 }
+
+// KeepForever is the Config.Retention that keeps recordings forever.
+const KeepForever time.Duration = -1
 
 // Recorder stores and serves session recordings. It is safe for
 // concurrent use. It needs no Close: it runs a goroutine only while
@@ -197,8 +212,8 @@ func New(ctx context.Context, cfg Config) (*Recorder, error) {
 		return nil, errkind.New(errkind.Invalid, "recording: no barrier configured")
 	case cfg.ChunkBytes < 0 || cfg.ChunkBytes > 16<<20:
 		return nil, errkind.New(errkind.Invalid, "recording: chunk size %d is not between 0 and 16 MiB", cfg.ChunkBytes)
-	case cfg.Retention < 0:
-		return nil, errkind.New(errkind.Invalid, "recording: negative retention")
+	case cfg.Retention < 0 && cfg.Retention != KeepForever:
+		return nil, errkind.New(errkind.Invalid, "recording: negative retention (use KeepForever to keep recordings forever)")
 	}
 	r := &Recorder{
 		db: cfg.DB, audit: cfg.Audit, cipher: cfg.Barrier, log: cfg.Logger, now: cfg.Now,

@@ -14,11 +14,24 @@ import (
 // stops being usable.
 var lifecycleOrigin = audit.Origin{Actor: "system:lifecycle"}
 
-// onLifecycle ends the leases and grants of a principal that was disabled
-// or deleted. It runs after the identity change committed; a crash before
-// it finishes is repaired by reconcileHolders at the next start.
+// onLifecycle ends the live gateway sessions, leases and grants of a
+// principal that was disabled or deleted. It runs after the identity
+// change committed; a crash before it finishes is repaired by
+// reconcileHolders at the next start (sessions end with the process).
 func (s *Server) onLifecycle(ctx context.Context, ev identity.LifecycleEvent) {
 	ctx = context.WithoutCancel(ctx)
+	if s.recorder != nil {
+		msg := "your Warder account was disabled"
+		if ev.Kind == identity.EventUserDeleted || ev.Kind == identity.EventMachineDeleted {
+			msg = "your Warder account was deleted"
+		}
+		ids, err := s.recorder.KillPrincipal(ctx, lifecycleOrigin, ev.Principal.Actor(), msg)
+		if err != nil {
+			s.logger.Error("end sessions of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "ended", len(ids), "err", err)
+		} else if len(ids) > 0 {
+			s.logger.Info("ended the live sessions of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "sessions", len(ids))
+		}
+	}
 	if _, err := s.vault.EndLeasesOf(ctx, lifecycleOrigin, ev.Principal); err != nil {
 		s.logger.Error("end leases of a disabled principal", "principal", ev.Principal.Actor(), "event", ev.Kind, "err", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/warderhq/warder/internal/config"
 	"github.com/warderhq/warder/internal/connector"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/recording"
 	"github.com/warderhq/warder/internal/vault"
 )
 
@@ -106,5 +107,62 @@ func TestDisableEndsGrants(t *testing.T) {
 	}
 	if gs, _ := s.access.Grants(ctx, access.GrantFilter{Principal: &dave, Active: true}); len(gs) != 0 {
 		t.Errorf("a disabled user keeps %d active grants", len(gs))
+	}
+}
+
+// Disabling or deleting a user ends its live sessions at once, with a
+// message, and leaves other users' sessions running.
+func TestLifecycleEndsSessions(t *testing.T) {
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.Listen = "127.0.0.1:0"
+	s, err := New(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.DevBootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := audit.Origin{Actor: "test"}
+	for _, name := range []string{"erin", "frank", "grace"} {
+		if _, err := s.identity.CreateUser(ctx, o, identity.UserSpec{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(principal string, kind recording.Kind) *recording.Session {
+		t.Helper()
+		rs, err := s.recorder.Start(ctx, audit.Origin{Actor: principal}, recording.Meta{Kind: kind, Principal: principal, Target: "web1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rs.Close(ctx, recording.StatusClosed) })
+		return rs
+	}
+	erinSSH, erinDB := start("user:erin", recording.SSH), start("user:erin", recording.DB)
+	frank, grace := start("user:frank", recording.SSH), start("user:grace", recording.SSH)
+
+	if err := s.identity.DisableUser(ctx, o, "erin"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.identity.DeleteUser(ctx, o, "frank"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rs   *recording.Session
+		want string
+	}{{erinSSH, "your Warder account was disabled"}, {erinDB, "your Warder account was disabled"}, {frank, "your Warder account was deleted"}} {
+		select {
+		case <-c.rs.Context().Done():
+		case <-time.After(time.Second):
+			t.Fatalf("session %s did not end", c.rs.ID())
+		}
+		if got := c.rs.KillMessage(); got != c.want {
+			t.Errorf("kill message %q, want %q", got, c.want)
+		}
+	}
+	if grace.Context().Err() != nil {
+		t.Error("another user's session ended")
 	}
 }

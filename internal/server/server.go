@@ -41,25 +41,30 @@ import (
 
 // Server is a running Warder server.
 type Server struct {
-	cfg        config.Config
-	logger     *slog.Logger
-	db         *store.DB
-	barrier    *barrier.Barrier
-	audit      *audit.Log
-	identity   *identity.Directory
-	authz      *authz.Authorizer
-	connectors connector.Registry
-	vault      *vault.Vault
-	rotation   *rotation.Engine
-	access     *access.Access
-	recorder   *recording.Recorder
-	webhooks   *access.Webhooks
-	operator   *operator.Operator
-	api        *api.Server
-	tls        *tls.Config
-	caFile     string // the CA clients should trust, "" when the operator brought their own certificate
-	ln         net.Listener
-	sshLn      net.Listener // the SSH gateway's, after Listen; nil: no gateway
+	// sessionLeases shares check-outs among a person's concurrent gateway
+	// sessions on one account (SSH and database).
+	sessionLeases *sessionLeases
+	cfg           config.Config
+	logger        *slog.Logger
+	db            *store.DB
+	barrier       *barrier.Barrier
+	audit         *audit.Log
+	identity      *identity.Directory
+	authz         *authz.Authorizer
+	connectors    connector.Registry
+	vault         *vault.Vault
+	rotation      *rotation.Engine
+	access        *access.Access
+	recorder      *recording.Recorder
+	webhooks      *access.Webhooks
+	operator      *operator.Operator
+	api           *api.Server
+	tls           *tls.Config
+	caFile        string // the CA clients should trust, "" when the operator brought their own certificate
+	ln            net.Listener
+	sshLn         net.Listener // the SSH gateway's, after Listen; nil: no gateway
+	dbLn          net.Listener // the database gateway's, after Listen; nil: no gateway
+	dbTLS         *tls.Config  // the database gateway's base TLS: a copy of tls, taken before the API serves
 }
 
 // Options are what New needs beyond the configuration.
@@ -138,6 +143,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		return nil, err
 	}
 	ents.vault = s.vault
+	s.sessionLeases = newSessionLeases(s.vault, s.logger.With("component", "gateway"))
 	s.barrier.Register("vault", s.vault)
 	if s.rotation, err = rotation.New(rotation.Config{
 		Vault: s.vault, Connectors: s.connectors, Audit: s.audit, Logger: logger.With("component", "rotation"),
@@ -164,6 +170,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	s.barrier.Register("access", s.access)
 	if s.recorder, err = recording.New(ctx, recording.Config{
 		DB: s.db, Audit: s.audit, Barrier: s.barrier, Logger: logger.With("component", "recording"),
+		Retention: recordingRetention(cfg.RecordingRetention),
 	}); err != nil {
 		return nil, err
 	}
@@ -185,6 +192,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		Version:         opts.Version,
 		ExposeUnsealKey: true,
 		SSHListen:       s.SSHAddr,
+		DBListen:        s.DBAddr,
 	}); err != nil {
 		return nil, err
 	}
@@ -209,6 +217,11 @@ func (s *Server) setupTLS() error {
 		if host != "" && host != "0.0.0.0" && host != "::" {
 			hosts = append(hosts, host)
 		}
+		// The database gateway serves the same certificate: clients
+		// verify it with sslmode=verify-full against its own address.
+		if dbHost, _, _ := net.SplitHostPort(s.cfg.DBListen); dbHost != "" && dbHost != "0.0.0.0" && dbHost != "::" && dbHost != host {
+			hosts = append(hosts, dbHost)
+		}
 		files, generated, err := pki.EnsureServerTLS(s.cfg.DataDir, hosts, time.Now())
 		if err != nil {
 			return fmt.Errorf("server: TLS: %w", err)
@@ -224,6 +237,7 @@ func (s *Server) setupTLS() error {
 		return fmt.Errorf("server: TLS: %w", err)
 	}
 	s.tls = tc
+	s.dbTLS = tc.Clone() // the HTTP server adds its ALPN protocols to tc when it starts
 	return nil
 }
 
@@ -288,7 +302,27 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: SSH gateway: listen on %s: %w", s.cfg.SSHListen, err)
 		}
 	}
+	if s.cfg.DBListen != "" {
+		if s.dbLn, err = net.Listen("tcp", s.cfg.DBListen); err != nil {
+			ln.Close()
+			s.ln = nil
+			if s.sshLn != nil {
+				s.sshLn.Close()
+				s.sshLn = nil
+			}
+			return fmt.Errorf("server: database gateway: listen on %s: %w", s.cfg.DBListen, err)
+		}
+	}
 	return nil
+}
+
+// DBAddr is the database gateway's address after Listen, or "" when it
+// does not run.
+func (s *Server) DBAddr() string {
+	if s.dbLn == nil {
+		return ""
+	}
+	return s.dbLn.Addr().String()
 }
 
 // SSHAddr is the SSH gateway's address after Listen, or "" when it does
@@ -352,11 +386,18 @@ func (s *Server) Run(ctx context.Context) error {
 			s.rotation.Run(bg)
 		}
 	}()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.runPrune(bg) }()
 	// The SSH gateway's host key is derived from the root key: it serves
 	// once unsealed, until the server stops.
 	if s.sshLn != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.runSSH(bg) }()
+	}
+	// So is the database gateway's client CA.
+	if s.dbLn != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.runDB(bg) }()
 	}
 
 	serveErr := make(chan error, 1)
@@ -400,6 +441,9 @@ func (s *Server) Close() error {
 	var errs []error
 	if s.sshLn != nil {
 		s.sshLn.Close() // Run's gateway closed it already, if it ran
+	}
+	if s.dbLn != nil {
+		s.dbLn.Close() // likewise
 	}
 	if s.audit != nil {
 		if s.barrier != nil && !s.barrier.Sealed() {

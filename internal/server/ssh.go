@@ -48,16 +48,29 @@ func (s *Server) newSSHGateway(ctx context.Context) (*sshgw.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	hostCA, err := sshca.Signer(ctx, s.barrier, sshca.PurposeHostCA)
+	if err != nil {
+		return nil, err
+	}
+	accessCA, err := sshca.Signer(ctx, s.barrier, sshca.PurposeAccessCA)
+	if err != nil {
+		return nil, err
+	}
 	log := s.logger.With("component", "ssh")
 	return sshgw.New(sshgw.Config{
 		Listen:        s.cfg.SSHListen,
 		HostSigner:    host,
+		HostCA:        hostCA,
 		UserCA:        ca.PublicKey(),
 		Authz:         s.authz,
-		Upstream:      sshResolver{vault: s.vault, log: log},
+		Upstream:      sshResolver{vault: s.vault, log: log, leases: s.sessionLeases, accessCA: accessCA, audit: s.audit},
 		Recorder:      sshgw.Recordings(s.recorder),
 		Audit:         s.audit,
 		NewLineBuffer: sshgw.RecordingLineBuffer,
 		Logger:        log,
+
+		IdleTimeout:     s.cfg.SSHIdleTimeout,
+		RecheckInterval: s.cfg.SessionRecheckInterval,
+		PrincipalActive: s.principalActive,
 	})
 }

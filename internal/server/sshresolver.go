@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"strings"
+	"regexp"
+	"strconv"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -12,18 +15,33 @@ import (
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/connector"
+	"github.com/warderhq/warder/internal/connector/linux"
 	"github.com/warderhq/warder/internal/errkind"
 	sshgw "github.com/warderhq/warder/internal/gateway/ssh"
+	"github.com/warderhq/warder/internal/hostkey"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/sshca"
 	"github.com/warderhq/warder/internal/vault"
 )
 
 // sshResolver is the SSH gateway's Resolver over the vault: a connection
 // checks the account out for its duration and checks it in at the end,
-// which rotates the credential if the account rotates on check-in.
+// which rotates the credential if the account rotates on check-in. On a
+// target with the option ssh_auth=certificate, it checks nothing out: it
+// logs in with a fresh key and a certificate of the host-access CA, and
+// the account need not be in the vault.
 type sshResolver struct {
 	vault *vault.Vault
 	log   *slog.Logger
+	// leases shares a principal's check-out among their concurrent
+	// sessions on an account. Nil: each session checks out alone.
+	leases *sessionLeases
+	// accessCA signs access certificates (sshca.PurposeAccessCA). Nil:
+	// ssh_auth=certificate targets are refused.
+	accessCA gossh.Signer
+	// audit records each access certificate issued. Nil: ssh_auth=certificate targets are refused.
+	audit sshgw.Auditor
+	now   func() time.Time // nil: time.Now
 }
 
 var _ sshgw.Resolver = sshResolver{}
@@ -53,46 +71,93 @@ func (r sshResolver) DefaultAccount(ctx context.Context, target string) (string,
 }
 
 // Resolve checks the account out for p (without waiting) and returns its
-// credential as the upstream login.
+// credential as the upstream login; on a target with ssh_auth=certificate
+// it logs in with an access certificate instead (certificateLogin). The
+// target's host key is its pinned host_key or a certificate of its
+// host_ca.
 func (r sshResolver) Resolve(ctx context.Context, p identity.Principal, target, account string) (sshgw.Upstream, error) {
 	t, err := r.linuxTarget(ctx, target)
 	if err != nil {
 		return sshgw.Upstream{}, err
 	}
-	hostKey, _, _, _, err := gossh.ParseAuthorizedKey([]byte(strings.TrimSpace(t.Options["host_key"])))
+	hostKeys, err := hostkey.Parse(t.Options["host_key"], t.Options["host_ca"])
 	if err != nil {
-		return sshgw.Upstream{}, fmt.Errorf("server: target %q: option host_key: %w", target, err)
+		return sshgw.Upstream{}, fmt.Errorf("server: target %q: %w", target, err)
+	}
+	rules, err := sshRules(target, t.Rules)
+	if err != nil {
+		return sshgw.Upstream{}, err
+	}
+	up := sshgw.Upstream{Addr: t.Connector().Addr(), HostKey: hostKeys.Pinned, HostCA: hostKeys.CA, User: account, Rules: rules}
+	if t.Options["ssh_auth"] == linux.SSHAuthCertificate {
+		return r.certificateLogin(ctx, p, target, up)
 	}
 	id := target + "/" + account
 	o := audit.Origin{Actor: p.Actor()}
-	l, err := r.vault.Checkout(ctx, o, vault.CheckoutRequest{
+	l, done, err := acquire(ctx, r.leases, r.vault, r.log, o, vault.CheckoutRequest{
 		Account: id, Principal: p, Reason: "ssh session through the gateway",
 		Context: authz.Context{Via: authz.ViaSSH}, Action: authz.ActionConnect,
 	})
 	if err != nil {
 		return sshgw.Upstream{}, err
 	}
-	release := func(status string) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, err := r.vault.Checkin(ctx, o, p, id); err != nil && !errkind.Is(err, errkind.NotFound) {
-			r.log.Warn("ssh: check-in after session", "account", id, "status", status, "err", err)
-		}
-	}
+	release := func(string) { done() }
 	auth, err := authMethod(l.Credential)
 	if err != nil {
 		release(sshgw.StatusFailed)
 		return sshgw.Upstream{}, fmt.Errorf("server: account %s: %w", id, err)
 	}
-	return sshgw.Upstream{
-		Addr:    t.Connector().Addr(),
-		HostKey: hostKey,
-		User:    account,
-		Auth:    []gossh.AuthMethod{auth},
-		Expires: l.ExpiresAt,
-		LeaseID: l.ID,
-		Release: release,
-	}, nil
+	up.Auth = []gossh.AuthMethod{auth}
+	up.Expires, up.LeaseID, up.Release = l.ExpiresAt, l.ID, release
+	return up, nil
+}
+
+// accessAccountRE matches the account names an access certificate may
+// name: the vault's account name syntax.
+var accessAccountRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,62}$`)
+
+// certificateLogin completes up with a login by access certificate: a
+// fresh Ed25519 key, certified by the host-access CA for the account
+// (up.User) alone, with the key id "warder:PRINCIPAL:RANDOM" that sshd
+// logs, valid from a minute ago until the session's deadline, an hour
+// from now (sshca.MaxAccessCertTTL), which ends the session like a
+// check-out lease's expiry. The issue is audited first; if the event
+// cannot be written, the login is refused. The private key stays in the
+// returned Upstream's signer and is never stored.
+func (r sshResolver) certificateLogin(ctx context.Context, p identity.Principal, target string, up sshgw.Upstream) (sshgw.Upstream, error) {
+	if r.accessCA == nil || r.audit == nil {
+		return sshgw.Upstream{}, errkind.New(errkind.Unavailable, "server: target %q logs in by certificate, but no host-access CA is configured", target)
+	}
+	if !accessAccountRE.MatchString(up.User) {
+		return sshgw.Upstream{}, errkind.New(errkind.Invalid, "server: %q is not a valid account name", up.User)
+	}
+	now := time.Now
+	if r.now != nil {
+		now = r.now
+	}
+	t := now()
+	nonce := make([]byte, 8)
+	rand.Read(nonce) // crypto/rand.Read does not fail
+	deadline := t.Add(sshca.MaxAccessCertTTL)
+	login, err := sshca.NewAccessLogin(r.accessCA, sshca.AccessCert{
+		Account: up.User, KeyID: "warder:" + p.Actor() + ":" + hex.EncodeToString(nonce), Now: t, ValidBefore: deadline,
+	})
+	if err != nil {
+		return sshgw.Upstream{}, fmt.Errorf("server: access certificate for %s/%s: %w", target, up.User, err)
+	}
+	o := audit.Origin{Actor: p.Actor()}
+	ev := o.Event("ssh.access_certificate.issue", authz.UID{Type: authz.TypeAccount, ID: target + "/" + up.User}.String(), audit.OutcomeSuccess, map[string]string{
+		"key_id":       login.Cert.KeyId,
+		"serial":       strconv.FormatUint(login.Cert.Serial, 10),
+		"fingerprint":  gossh.FingerprintSHA256(login.Cert.Key),
+		"valid_before": deadline.UTC().Format(time.RFC3339),
+	})
+	if _, err := r.audit.Append(ctx, ev); err != nil {
+		return sshgw.Upstream{}, fmt.Errorf("server: audit access certificate: %w", err)
+	}
+	up.Auth = []gossh.AuthMethod{gossh.PublicKeys(login.Signer)}
+	up.Expires = deadline
+	return up, nil
 }
 
 // authMethod turns a vaulted credential into an SSH login.

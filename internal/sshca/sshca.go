@@ -1,9 +1,12 @@
-// Package sshca holds Warder's SSH keys — the user certificate authority
-// and the SSH gateway's host key — and issues user certificates. It never
-// holds key material: the keys are Ed25519 keys the barrier derives from
-// the root key for a purpose, and the barrier signs. So the keys exist
-// only while the server is unsealed, and stay the same for the life of
-// the initialization.
+// Package sshca holds Warder's SSH keys — the user certificate authority,
+// the SSH gateway's host key, the host CA that certifies the gateway under
+// target names (ProxyJump) and the host-access CA that targets trust for
+// logins — and issues certificates with them. It never holds long-lived
+// key material: the keys are Ed25519 keys the barrier derives from the
+// root key for a purpose, and the barrier signs. So the keys exist only
+// while the server is unsealed, and stay the same for the life of the
+// initialization. The one private key it makes, the ephemeral key of an
+// access login (NewAccessLogin), lives only in the returned signer.
 package sshca
 
 import (
@@ -14,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -23,10 +27,24 @@ import (
 const (
 	PurposeUserCA  = "ssh.user_ca"
 	PurposeHostKey = "ssh.host"
+	// PurposeHostCA signs the gateway's host certificates, presented to
+	// clients that reach a target through the gateway with ProxyJump.
+	PurposeHostCA = "ssh.host_ca"
+	// PurposeAccessCA signs the ephemeral user certificates the gateway
+	// logs in to targets with (sshd's TrustedUserCAKeys).
+	PurposeAccessCA = "ssh.access_ca"
 )
 
-// MaxUserCertTTL is the longest a user certificate is valid.
-const MaxUserCertTTL = 8 * time.Hour
+// Limits on certificate lifetimes.
+const (
+	// MaxUserCertTTL is the longest a user certificate is valid.
+	MaxUserCertTTL = 8 * time.Hour
+	// MaxHostCertTTL is the longest a gateway host certificate is valid:
+	// clients check it only during the handshake.
+	MaxHostCertTTL = time.Hour
+	// MaxAccessCertTTL is the longest an access certificate is valid.
+	MaxAccessCertTTL = time.Hour
+)
 
 // Barrier signs with keys derived per purpose. *barrier.Barrier
 // implements it.
@@ -106,13 +124,9 @@ func IssueUserCert(ca gossh.Signer, req UserCert) (*gossh.Certificate, error) {
 	if !before.After(req.Now) {
 		return nil, errors.New("sshca: the certificate would already have expired")
 	}
-	var serial [8]byte
-	if _, err := rand.Read(serial[:]); err != nil {
-		return nil, fmt.Errorf("sshca: %w", err)
-	}
 	cert := &gossh.Certificate{
 		Key:             key,
-		Serial:          binary.BigEndian.Uint64(serial[:]),
+		Serial:          randomSerial(),
 		CertType:        gossh.UserCert,
 		KeyId:           req.Principal,
 		ValidPrincipals: []string{req.Principal},
@@ -126,4 +140,138 @@ func IssueUserCert(ca gossh.Signer, req UserCert) (*gossh.Certificate, error) {
 		return nil, fmt.Errorf("sshca: sign: %w", err)
 	}
 	return cert, nil
+}
+
+// HostCert describes a host certificate to issue.
+type HostCert struct {
+	// Key is the host's public key (the gateway's host key).
+	Key gossh.PublicKey
+	// Principals are the host names the certificate is valid for; at
+	// least one.
+	Principals []string
+	// Now is the issue time; the certificate is valid from a minute
+	// before, for clock skew.
+	Now time.Time
+	// TTL is how long the certificate is valid after Now; zero or more
+	// than MaxHostCertTTL: MaxHostCertTTL.
+	TTL time.Duration
+}
+
+// IssueHostCert signs a host certificate with ca. It carries no critical
+// options or extensions.
+func IssueHostCert(ca gossh.Signer, req HostCert) (*gossh.Certificate, error) {
+	if req.Key == nil {
+		return nil, ErrInvalidKey
+	}
+	if _, ok := req.Key.(*gossh.Certificate); ok {
+		return nil, ErrInvalidKey
+	}
+	if len(req.Principals) == 0 {
+		return nil, errors.New("sshca: a host certificate needs a principal")
+	}
+	for _, p := range req.Principals {
+		if p == "" || strings.ContainsAny(p, " \t\r\n,*?") {
+			return nil, fmt.Errorf("sshca: invalid host principal %q", p)
+		}
+	}
+	ttl := req.TTL
+	if ttl <= 0 || ttl > MaxHostCertTTL {
+		ttl = MaxHostCertTTL
+	}
+	cert := &gossh.Certificate{
+		Key:             req.Key,
+		Serial:          randomSerial(),
+		CertType:        gossh.HostCert,
+		KeyId:           "warder-gateway",
+		ValidPrincipals: append([]string(nil), req.Principals...),
+		ValidAfter:      uint64(req.Now.Add(-time.Minute).Unix()),
+		ValidBefore:     uint64(req.Now.Add(ttl).Unix()),
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		return nil, fmt.Errorf("sshca: sign: %w", err)
+	}
+	return cert, nil
+}
+
+// AccessCert describes the certificate of an access login: Warder logging
+// in to a target account for a person.
+type AccessCert struct {
+	// Account is the login name on the target: the certificate's only
+	// principal.
+	Account string
+	// KeyID names who the login is for and which one, e.g.
+	// "warder:user:alice:3f2a…"; sshd logs it with every login.
+	KeyID string
+	// Now is the issue time; the certificate is valid from a minute
+	// before, for clock skew.
+	Now time.Time
+	// ValidBefore ends the validity; zero or later than
+	// Now+MaxAccessCertTTL: Now+MaxAccessCertTTL.
+	ValidBefore time.Time
+}
+
+// AccessLogin is a fresh key with its access certificate.
+type AccessLogin struct {
+	// Signer signs with the ephemeral private key and presents the
+	// certificate: pass it to gossh.PublicKeys. The private key exists
+	// only inside it.
+	Signer gossh.Signer
+	// Cert is the certificate (public).
+	Cert *gossh.Certificate
+}
+
+// NewAccessLogin generates an Ed25519 key and signs a user certificate for
+// it with ca (the host-access CA). The certificate permits a pty only: no
+// port, agent or X11 forwarding, no user rc file.
+func NewAccessLogin(ca gossh.Signer, req AccessCert) (AccessLogin, error) {
+	if req.Account == "" || strings.ContainsAny(req.Account, " \t\r\n,") {
+		return AccessLogin{}, fmt.Errorf("sshca: invalid account name %q", req.Account)
+	}
+	if req.KeyID == "" {
+		return AccessLogin{}, errors.New("sshca: an access certificate needs a key id")
+	}
+	before := req.ValidBefore
+	if limit := req.Now.Add(MaxAccessCertTTL); before.IsZero() || before.After(limit) {
+		before = limit
+	}
+	if !before.After(req.Now) {
+		return AccessLogin{}, errors.New("sshca: the certificate would already have expired")
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return AccessLogin{}, fmt.Errorf("sshca: %w", err)
+	}
+	key, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		return AccessLogin{}, fmt.Errorf("sshca: %w", err)
+	}
+	spub, err := gossh.NewPublicKey(pub)
+	if err != nil {
+		return AccessLogin{}, fmt.Errorf("sshca: %w", err)
+	}
+	cert := &gossh.Certificate{
+		Key:             spub,
+		Serial:          randomSerial(),
+		CertType:        gossh.UserCert,
+		KeyId:           req.KeyID,
+		ValidPrincipals: []string{req.Account},
+		ValidAfter:      uint64(req.Now.Add(-time.Minute).Unix()),
+		ValidBefore:     uint64(before.Unix()),
+		Permissions:     gossh.Permissions{Extensions: map[string]string{"permit-pty": ""}},
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		return AccessLogin{}, fmt.Errorf("sshca: sign: %w", err)
+	}
+	signer, err := gossh.NewCertSigner(cert, key)
+	if err != nil {
+		return AccessLogin{}, fmt.Errorf("sshca: %w", err)
+	}
+	return AccessLogin{Signer: signer, Cert: cert}, nil
+}
+
+// randomSerial returns a random certificate serial number.
+func randomSerial() uint64 {
+	var b [8]byte
+	rand.Read(b[:]) // crypto/rand.Read does not fail
+	return binary.BigEndian.Uint64(b[:])
 }

@@ -46,6 +46,28 @@ type SSHDServer struct {
 	// LogPath is sshd's log file (LogLevel DEBUG3), for tests that check
 	// what the server saw.
 	LogPath string
+	// HostCert is the server's host certificate as an authorized_keys
+	// line when SSHDOptions.HostCA was set, else "".
+	HostCert string
+}
+
+// SSHDOptions are settings of an SSHD beyond the defaults. The zero value
+// is what SSHD uses.
+type SSHDOptions struct {
+	// TrustedUserCAKeys are CA public keys (authorized_keys lines) whose
+	// user certificates log in (sshd's TrustedUserCAKeys): a
+	// certificate's principals must include the login name. Empty: none.
+	TrustedUserCAKeys []string
+	// HostCA, if set, certifies the host key: sshd also presents a host
+	// certificate signed by it (HostCertificate), valid for an hour.
+	// Nil: no host certificate.
+	HostCA ssh.Signer
+	// HostCertPrincipals are the host certificate's principals. Empty:
+	// the server's Host, "127.0.0.1".
+	HostCertPrincipals []string
+	// AllowTCPForwarding lets clients forward ports (ssh -L, -R) through
+	// the server. False: AllowTcpForwarding no.
+	AllowTCPForwarding bool
 }
 
 // Addr is host:port.
@@ -72,9 +94,16 @@ func requireRoot(t testing.TB) {
 }
 
 // SSHD starts a real OpenSSH sshd on 127.0.0.1 and a free port and stops it
-// when t ends. It skips t when not running as root and fails it when sshd
-// is not installed (scripts/services.sh installs openssh-server).
+// when t ends. It serves the SFTP subsystem (internal-sftp). It skips t
+// when not running as root and fails it when sshd is not installed
+// (scripts/services.sh installs openssh-server).
 func SSHD(t testing.TB) *SSHDServer {
+	t.Helper()
+	return SSHDWith(t, SSHDOptions{})
+}
+
+// SSHDWith is SSHD with opts.
+func SSHDWith(t testing.TB, opts SSHDOptions) *SSHDServer {
 	t.Helper()
 	requireRoot(t)
 	if _, err := os.Stat(sshdPath); err != nil {
@@ -101,6 +130,24 @@ func SSHD(t testing.TB) *SSHDServer {
 	}
 	writeFileMode(t, filepath.Join(keysDir, "root"), []byte(s.RootPublicKey+"\n"), 0o644)
 
+	var extra strings.Builder
+	if len(opts.TrustedUserCAKeys) > 0 {
+		path := filepath.Join(dir, "trusted_user_ca_keys")
+		writeFileMode(t, path, []byte(strings.Join(opts.TrustedUserCAKeys, "\n")+"\n"), 0o644)
+		fmt.Fprintf(&extra, "TrustedUserCAKeys %s\n", path)
+	}
+	if opts.HostCA != nil {
+		s.HostCert = hostCert(t, hostPub, opts.HostCA, opts.HostCertPrincipals, s.Host)
+		path := hostKeyPath + "-cert.pub"
+		writeFileMode(t, path, []byte(s.HostCert+"\n"), 0o644)
+		fmt.Fprintf(&extra, "HostCertificate %s\n", path)
+	}
+
+	forwarding := "no"
+	if opts.AllowTCPForwarding {
+		forwarding = "yes"
+	}
+
 	// Picking a free port and then starting sshd on it races with other
 	// processes; retry a few times when sshd cannot bind.
 	var lastErr error
@@ -124,11 +171,12 @@ AuthorizedKeysFile %s/%%u .ssh/authorized_keys
 StrictModes no
 UseDNS no
 X11Forwarding no
-AllowTcpForwarding no
+AllowTcpForwarding %s
 MaxStartups 100:30:200
 MaxSessions 20
 LogLevel DEBUG3
-`, port, hostKeyPath, keysDir)
+Subsystem sftp internal-sftp
+%s`, port, hostKeyPath, keysDir, forwarding, extra.String())
 		// StrictModes no: the test directory lives under /tmp, which is
 		// world-writable, so the root key's file would fail the check.
 		cfgPath := filepath.Join(dir, "sshd_config")
@@ -142,6 +190,29 @@ LogLevel DEBUG3
 	}
 	t.Fatalf("testenv: start sshd: %v", lastErr)
 	return nil
+}
+
+// hostCert signs a host certificate for the host key hostPub with ca,
+// valid for principals (default: host) from a minute ago for an hour, and
+// returns it as an authorized_keys line.
+func hostCert(t testing.TB, hostPub string, ca ssh.Signer, principals []string, host string) string {
+	t.Helper()
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hostPub))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if len(principals) == 0 {
+		principals = []string{host}
+	}
+	now := time.Now()
+	cert := &ssh.Certificate{
+		Key: key, CertType: ssh.HostCert, KeyId: "warder-test-host", ValidPrincipals: principals,
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix()),
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatalf("testenv: sign host certificate: %v", err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert)))
 }
 
 // start runs sshd with cfgPath and waits until it answers with an SSH

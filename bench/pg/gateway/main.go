@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -114,8 +115,10 @@ func (s staticUpstream) Resolve(context.Context, identity.Principal, string, str
 	return pggw.Upstream{Host: s.host, Port: s.port, User: s.user, Password: []byte(s.password)}, nil
 }
 
-// recorder buffers each session's statements as asciicast-like lines
-// and drops each 64 KiB chunk when full.
+// recorder buffers each session's statements as asciicast lines, encoded
+// as internal/recording's Session.Record encodes them (appendEvent: the
+// time, the type, the statement's JSON as a JSON string), and drops each
+// 64 KiB chunk when full instead of encrypting and storing it.
 type recorder struct {
 	sessions, statements, bytes atomic.Int64
 }
@@ -146,8 +149,10 @@ func (s *session) Record(data []byte) error {
 	if s.chunk == nil {
 		s.chunk = make([]byte, 0, 64<<10)
 	}
-	s.chunk = fmt.Appendf(s.chunk, "[%.6f, \"q\", ", time.Since(s.start).Seconds())
-	s.chunk = append(s.chunk, data...)
+	s.chunk = append(s.chunk, '[')
+	s.chunk = strconv.AppendFloat(s.chunk, time.Since(s.start).Seconds(), 'f', 6, 64)
+	s.chunk = append(s.chunk, `, "q", `...)
+	s.chunk = appendJSONString(s.chunk, data)
 	s.chunk = append(s.chunk, "]\n"...)
 	s.r.statements.Add(1)
 	s.r.bytes.Add(int64(len(data)))
@@ -155,6 +160,29 @@ func (s *session) Record(data []byte) error {
 		s.chunk = s.chunk[:0]
 	}
 	return nil
+}
+
+// appendJSONString appends s as a JSON string (s is valid UTF-8: the
+// gateway's records are).
+func appendJSONString(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i, c := range s {
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		}
+		start = i + 1
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 func (s *session) AddBytes(in, out int64)              { s.in.Add(in); s.out.Add(out) }
 func (s *session) Context() context.Context            { return s.ctx }

@@ -4,6 +4,7 @@
 //
 //	gateway serve -listen ADDR -host-key FILE -user-ca FILE.pub -target-addr ADDR -target-host-key FILE.pub -target-user U -target-key FILE [-debug-addr ADDR]
 //	gateway load -addr ADDR -key FILE -cert FILE-cert.pub -user TARGET -c 200 -d 60s -cmd true
+//	gateway hold|busy ... (interactive sessions for sessions.sh; see sessions.go)
 package main
 
 import (
@@ -30,13 +31,17 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		log.Fatal("usage: gateway serve|load [flags]")
+		log.Fatal("usage: gateway serve|load|hold|busy [flags]")
 	}
 	switch os.Args[1] {
 	case "serve":
 		serve(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
+	case "hold":
+		hold(os.Args[2:])
+	case "busy":
+		busy(os.Args[2:])
 	default:
 		log.Fatalf("unknown mode %q", os.Args[1])
 	}
@@ -72,6 +77,10 @@ func (allowAll) Authorize(context.Context, audit.Origin, authz.Request) (authz.D
 	return authz.Decision{Allow: true, Decision: "allow"}, nil
 }
 
+func (allowAll) Check(context.Context, authz.Request) (authz.Decision, error) {
+	return authz.Decision{Allow: true, Decision: "allow"}, nil
+}
+
 type static struct{ up gw.Upstream }
 
 func (s static) DefaultAccount(context.Context, string) (string, error) { return s.up.User, nil }
@@ -97,7 +106,6 @@ func (c *counting) Record(gw.EventType, []byte) error   { c.events.Add(1); retur
 func (c *counting) AddBytes(in, out int64)              {}
 func (c *counting) Context() context.Context            { return c.ctx }
 func (c *counting) KillMessage() string                 { return "" }
-func (c *counting) SetDeadline(time.Time)               {}
 func (c *counting) Close(context.Context, string) error { return nil }
 func (c *counting) ID() string                          { return "bench" }
 

@@ -5,10 +5,19 @@
 //
 // Target options:
 //
-//   - host_key (required): the host's public key in authorized_keys format,
-//     e.g. the content of /etc/ssh/ssh_host_ed25519_key.pub. It is pinned:
-//     a server presenting any other key fails the connection with
+//   - host_key: the host's public key in authorized_keys format, e.g. the
+//     content of /etc/ssh/ssh_host_ed25519_key.pub. It is pinned: a server
+//     presenting any other key fails the connection with
 //     ErrHostKeyMismatch. The connector never trusts a key on first use.
+//   - host_ca: a host CA's public key in authorized_keys format, as an
+//     alternative (or in addition) to host_key: a host certificate signed
+//     by it whose principals include the target's host is accepted (see
+//     package hostkey). One of host_key and host_ca is required.
+//   - ssh_auth: how Warder's SSH gateway logs in to the target: "" or
+//     "vault" (default), with the account's vaulted credential; or
+//     "certificate", with an ephemeral certificate of Warder's host-access
+//     CA, which the host's sshd must trust (TrustedUserCAKeys). The
+//     connector itself always uses vaulted credentials.
 //   - become: "" (default), the management login must be root; or "sudo",
 //     privileged commands run with `sudo -n`, so the management account
 //     needs passwordless sudo for sh.
@@ -36,16 +45,18 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warderhq/warder/internal/connector"
+	"github.com/warderhq/warder/internal/hostkey"
 )
 
-// ErrHostKeyMismatch means the server presented a host key other than the
-// target's pinned host_key option.
+// ErrHostKeyMismatch means the server presented a host key that the
+// target's host_key and host_ca options do not accept.
 var ErrHostKeyMismatch = errors.New("linux: host key mismatch")
 
 // Connector manages accounts on Linux hosts over SSH. It is safe for
@@ -77,9 +88,18 @@ func (c *Connector) Kinds() []connector.CredentialKind {
 // target is a validated connector.Target.
 type target struct {
 	connector.Target
-	hostKey ssh.PublicKey
-	sudo    bool
+	hostKeys hostkey.Verifier
+	sudo     bool
 }
+
+// Target options.
+var options = []string{"host_key", "host_ca", "become", "ssh_auth"}
+
+// SSH gateway login methods (the ssh_auth option).
+const (
+	SSHAuthVault       = "vault"
+	SSHAuthCertificate = "certificate"
+)
 
 // CheckTarget validates t's host, port and options.
 func (c *Connector) CheckTarget(t connector.Target) error {
@@ -98,22 +118,24 @@ func parseTarget(t connector.Target) (*target, error) {
 		return nil, fmt.Errorf("linux: target %q: invalid port %d", t.Name, t.Port)
 	}
 	for k := range t.Options {
-		if k != "host_key" && k != "become" {
-			return nil, fmt.Errorf("linux: target %q: unknown option %q (want host_key, become)", t.Name, k)
+		if !slices.Contains(options, k) {
+			return nil, fmt.Errorf("linux: target %q: unknown option %q (want %s)", t.Name, k, strings.Join(options, ", "))
 		}
 	}
-	hk := strings.TrimSpace(t.Options["host_key"])
-	if hk == "" {
-		return nil, fmt.Errorf("linux: target %q: option host_key is required (the host's public key, authorized_keys format)", t.Name)
+	hk, hca := strings.TrimSpace(t.Options["host_key"]), strings.TrimSpace(t.Options["host_ca"])
+	if hk == "" && hca == "" {
+		return nil, fmt.Errorf("linux: target %q: option host_key (the host's public key, authorized_keys format) or host_ca (its host CA's) is required", t.Name)
 	}
-	key, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(hk))
+	keys, err := hostkey.Parse(hk, hca)
 	if err != nil {
-		return nil, fmt.Errorf("linux: target %q: option host_key: %v", t.Name, err)
+		return nil, fmt.Errorf("linux: target %q: %w", t.Name, err)
 	}
-	if len(strings.TrimSpace(string(rest))) > 0 {
-		return nil, fmt.Errorf("linux: target %q: option host_key holds more than one key", t.Name)
+	tt := &target{Target: t, hostKeys: keys}
+	switch a := t.Options["ssh_auth"]; a {
+	case "", SSHAuthVault, SSHAuthCertificate:
+	default:
+		return nil, fmt.Errorf("linux: target %q: option ssh_auth is %q, want %q or %q", t.Name, a, SSHAuthVault, SSHAuthCertificate)
 	}
-	tt := &target{Target: t, hostKey: key}
 	switch b := t.Options["become"]; b {
 	case "":
 	case "sudo":

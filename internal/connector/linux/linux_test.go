@@ -205,6 +205,9 @@ func TestCheckTarget(t *testing.T) {
 		{"two host keys", func(tg *connector.Target) { tg.Options["host_key"] = hostKey + "\n" + hostKey }},
 		{"become", func(tg *connector.Target) { tg.Options["become"] = "su" }},
 		{"unknown option", func(tg *connector.Target) { tg.Options["hostkey"] = hostKey }},
+		{"bad host CA", func(tg *connector.Target) { delete(tg.Options, "host_key"); tg.Options["host_ca"] = "ssh-ed25519 AAAA" }},
+		{"empty host CA only", func(tg *connector.Target) { delete(tg.Options, "host_key"); tg.Options["host_ca"] = " " }},
+		{"ssh_auth", func(tg *connector.Target) { tg.Options["ssh_auth"] = "cert" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := good()
@@ -213,6 +216,44 @@ func TestCheckTarget(t *testing.T) {
 				t.Error("accepted")
 			}
 		})
+	}
+}
+
+func TestCheckTargetOptions(t *testing.T) {
+	_, hostKey := testenv.NewSSHKey(t)
+	_, caKey := testenv.NewSSHKey(t)
+	c := New()
+	for name, opts := range map[string]map[string]string{
+		"host CA only":         {"host_ca": caKey},
+		"host key and host CA": {"host_key": hostKey, "host_ca": caKey},
+		"ssh_auth vault":       {"host_key": hostKey, "ssh_auth": SSHAuthVault},
+		"ssh_auth certificate": {"host_key": hostKey, "ssh_auth": SSHAuthCertificate},
+	} {
+		if err := c.CheckTarget(connector.Target{Kind: "linux", Name: "n", Host: "127.0.0.1", Port: 22, Options: opts}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestVerifyHostCA reaches an sshd whose host key is certified by the
+// target's host_ca, with no host_key pinned.
+func TestVerifyHostCA(t *testing.T) {
+	noLeaks(t)
+	caPriv, caPub := testenv.NewSSHKey(t)
+	ca, err := ssh.ParsePrivateKey(caPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testenv.SSHDWith(t, testenv.SSHDOptions{HostCA: ca})
+	u := testenv.LinuxUser(t, "pw")
+	c, ctx := New(), context.Background()
+	tg := connector.Target{Kind: "linux", Name: "n", Host: s.Host, Port: s.Port, Options: map[string]string{"host_ca": caPub}, Timeout: 5 * time.Second}
+	wantOK(t, c.Verify(ctx, tg, u.Username, pw("pw")))
+
+	_, otherCA := testenv.NewSSHKey(t)
+	tg.Options["host_ca"] = otherCA
+	if err := c.Verify(ctx, tg, u.Username, pw("pw")); !errors.Is(err, ErrHostKeyMismatch) {
+		t.Errorf("other host CA: %v, want ErrHostKeyMismatch", err)
 	}
 }
 

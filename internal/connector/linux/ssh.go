@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warderhq/warder/internal/connector"
+	"github.com/warderhq/warder/internal/hostkey"
 )
 
 // client is an authenticated SSH connection. Close ends it and releases
@@ -43,7 +44,7 @@ func dial(ctx context.Context, t *target, username string, cred connector.Creden
 		User:              username,
 		Auth:              auth,
 		HostKeyCallback:   t.checkHostKey,
-		HostKeyAlgorithms: hostKeyAlgorithms(t.hostKey),
+		HostKeyAlgorithms: t.hostKeys.Algorithms(),
 	}
 	d := net.Dialer{Timeout: t.DialTimeout()}
 	conn, err := d.DialContext(ctx, "tcp", t.Addr())
@@ -102,32 +103,24 @@ func authMethods(cred connector.Credential) ([]ssh.AuthMethod, error) {
 }
 
 // checkHostKey is the HostKeyCallback: the server's key must be the pinned
-// one.
-func (t *target) checkHostKey(_ string, _ net.Addr, key ssh.PublicKey) error {
-	if bytes.Equal(key.Marshal(), t.hostKey.Marshal()) {
-		return nil
+// one or a host certificate of the target's host CA.
+func (t *target) checkHostKey(addr string, remote net.Addr, key ssh.PublicKey) error {
+	err := t.hostKeys.Check(addr, remote, key)
+	var me *hostkey.MismatchError
+	if errors.As(err, &me) {
+		return &hostKeyError{me}
 	}
-	return &hostKeyError{got: key, want: t.hostKey}
+	return err
 }
 
-// hostKeyError is a host key mismatch, with both keys' fingerprints.
-type hostKeyError struct{ got, want ssh.PublicKey }
+// hostKeyError is a host key mismatch, with the keys' fingerprints.
+type hostKeyError struct{ m *hostkey.MismatchError }
 
 func (e *hostKeyError) Error() string {
-	return fmt.Sprintf("host key mismatch: the server presented %s %s, the pinned host_key is %s %s",
-		e.got.Type(), ssh.FingerprintSHA256(e.got), e.want.Type(), ssh.FingerprintSHA256(e.want))
+	return strings.TrimPrefix(e.m.Error(), "hostkey: ")
 }
 
-func (e *hostKeyError) Unwrap() error { return ErrHostKeyMismatch }
-
-// hostKeyAlgorithms asks the server for the pinned key's type, so that a
-// server with several host keys presents the pinned one.
-func hostKeyAlgorithms(key ssh.PublicKey) []string {
-	if key.Type() == ssh.KeyAlgoRSA {
-		return []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
-	}
-	return []string{key.Type()}
-}
+func (e *hostKeyError) Unwrap() []error { return []error{ErrHostKeyMismatch, e.m} }
 
 // maxOutput bounds what a command may print: dependents are small files.
 const maxOutput = 1 << 20

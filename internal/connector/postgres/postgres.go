@@ -26,8 +26,14 @@ const (
 	// OptDatabase is the database to connect to. Default "postgres".
 	OptDatabase = "database"
 	// OptSSLMode is libpq's sslmode: disable, allow, prefer, require,
-	// verify-ca or verify-full. Default "prefer".
+	// verify-ca or verify-full. Default "prefer". The database gateway
+	// talks to the server with the same mode.
 	OptSSLMode = "sslmode"
+	// OptDefaultAccount is the account the database gateway logs in as
+	// when a client names only the target and holds no just-in-time grant
+	// with a database user on it. Default: none (the client must name an
+	// account).
+	OptDefaultAccount = "default_account"
 )
 
 var sslModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -55,7 +61,8 @@ func (*Connector) Kinds() []connector.CredentialKind {
 	return []connector.CredentialKind{connector.Password}
 }
 
-// CheckTarget validates t's address and its options (database, sslmode).
+// CheckTarget validates t's address and its options (database, sslmode,
+// default_account).
 func (*Connector) CheckTarget(t connector.Target) error {
 	if t.Kind != "" && t.Kind != Kind {
 		return errkind.New(errkind.Invalid, "postgres: target %q has kind %q", t.Name, t.Kind)
@@ -76,8 +83,12 @@ func (*Connector) CheckTarget(t connector.Target) error {
 			if !slices.Contains(sslModes, v) {
 				return errkind.New(errkind.Invalid, "postgres: target %q: sslmode %q is not one of %s", t.Name, v, strings.Join(sslModes, ", "))
 			}
+		case OptDefaultAccount:
+			if v == "" || strings.ContainsAny(v, "/ \t\r\n") {
+				return errkind.New(errkind.Invalid, "postgres: target %q: option %s must name an account", t.Name, k)
+			}
 		default:
-			return errkind.New(errkind.Invalid, "postgres: target %q: unknown option %q (known: %s, %s)", t.Name, k, OptDatabase, OptSSLMode)
+			return errkind.New(errkind.Invalid, "postgres: target %q: unknown option %q (known: %s, %s, %s)", t.Name, k, OptDatabase, OptSSLMode, OptDefaultAccount)
 		}
 	}
 	return nil

@@ -60,8 +60,10 @@ func TestCheckTarget(t *testing.T) {
 	}{
 		{"defaults", func(*connector.Target) {}, false},
 		{"all options", func(t *connector.Target) {
-			t.Options = map[string]string{OptDatabase: "app", OptSSLMode: "verify-full"}
+			t.Options = map[string]string{OptDatabase: "app", OptSSLMode: "verify-full", OptDefaultAccount: "app_ro"}
 		}, false},
+		{"empty default account", func(t *connector.Target) { t.Options = map[string]string{OptDefaultAccount: ""} }, true},
+		{"default account with a slash", func(t *connector.Target) { t.Options = map[string]string{OptDefaultAccount: "a/b"} }, true},
 		{"wrong kind", func(t *connector.Target) { t.Kind = "mysql" }, true},
 		{"no host", func(t *connector.Target) { t.Host = "" }, true},
 		{"port zero", func(t *connector.Target) { t.Port = 0 }, true},

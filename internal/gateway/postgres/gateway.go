@@ -1,7 +1,7 @@
 // Package postgres is Warder's PostgreSQL gateway: it speaks the
 // PostgreSQL wire protocol to clients (psql, pgbench, any driver), always
-// over TLS, authenticates them with a Warder token sent as the password,
-// authorizes the connection, logs in to the real server with a credential
+// over TLS, authenticates them with a Warder client certificate or a
+// Warder token sent as the password, authorizes the connection, logs in to the real server with a credential
 // the client never sees, and relays the session while recording every
 // statement and its outcome.
 //
@@ -15,15 +15,40 @@
 //
 // The database name passes through; when the client sends none (or, as
 // libpq does by default, the user name again) the Resolver's
-// Upstream.Database is used. The client must send a Warder token as its
-// password (cleartext password authentication, inside TLS). The
-// connection is authorized with the action "connect" on
-// Account::"TARGET/ACCOUNT" (or Target::"TARGET" without an account) and
-// context.via "db".
+// Upstream.Database is used.
 //
 // Other startup parameters (client_encoding, DateStyle, TimeZone, …) pass
 // through, except options, replication (refused) and application_name,
 // which the gateway sets to "warder:<session id>" upstream.
+//
+// # Authenticating
+//
+// A client authenticates to Warder, never to the database, in one of two
+// ways:
+//
+//   - With a client certificate: when Config.TLS verifies client
+//     certificates (tls.VerifyClientCertIfGiven with Warder's client CA)
+//     and the client presents one, Config.CertAuth maps the verified chain
+//     to a token, and the gateway asks for no password.
+//   - With a token as its password (cleartext password authentication,
+//     inside TLS): a database token, scoped to one target and account
+//     (identity.DBScope), or an API token. A scoped token used for any
+//     other target or account is refused.
+//
+// The connection is then authorized with the action "connect" on
+// Account::"TARGET/ACCOUNT" (or Target::"TARGET" without an account) and
+// context.via "db"; the audited decision names the token's id and the
+// authentication method.
+//
+// # Staying authorized
+//
+// With Config.Checker set, a live session is watched (gateway.Watch): it
+// ends at the first of its deadline — the earlier of Upstream.NotAfter
+// (the lease or grant) and the decision's NotAfter (the end of the JIT
+// grants that allowed it) — and a periodic re-check of the same connect
+// request that no longer allows (a grant revoked, a policy removed). The
+// client then receives FATAL 57P01 with the reason, as for a kill, and the
+// backend's running query is cancelled.
 //
 // # Relaying
 //
@@ -31,9 +56,17 @@
 // what each side sent, looks only at the messages it needs (Query, Parse,
 // Bind, Execute, Sync, Close from the client; CommandComplete,
 // ErrorResponse, ReadyForQuery, EmptyQueryResponse, PortalSuspended from
-// the server), decodes those with pgproto3, and forwards each read batch
-// in one write. CopyData and DataRow are streamed without being buffered
-// whole.
+// the server), decodes the fields it records, and forwards each read
+// batch in one write. CopyData and DataRow are streamed without being
+// buffered whole. On Linux, once logged in, a session whose upstream is
+// plaintext (loopback or a trusted network) leaves Go's netpoller: its
+// sockets join the epoll set of one of a few event-loop goroutines, which
+// read and write them without blocking, like PgBouncer (loop_linux.go);
+// sessions with upstream TLS, and other systems, use two goroutines per
+// session. Both modes share the message handling, so recording, rules,
+// COPY, cancel and kill behave the same, and both read a side only once
+// the other has taken everything forwarded to it (at most one 64 KiB batch
+// buffered per direction).
 //
 // Each Query, and each Execute of the extended protocol, is recorded as
 // one JSON object: {"sql", "stmt", "params", "tag", "rows", "error_code",
@@ -44,25 +77,29 @@
 // printed), NULL null;
 // with Config.RedactParams each is "<redacted>".
 //
-// A statement matching a "block" rule is not sent to the server: the
-// client receives ErrorResponse SQLSTATE 42501 "warder: statement blocked
-// by rule …" and then ReadyForQuery, in order with the responses to what
-// it sent before; in the extended protocol the messages up to the next
-// Sync are discarded, as the server does after an error. The session goes
-// on. (Unlike a server error, a blocked statement does not abort the
-// surrounding transaction block.)
+// Rules are the connection's (Upstream.Rules: the target's rules as they
+// were when it opened). A statement matching a "block" rule is not sent
+// to the server: the client receives ErrorResponse SQLSTATE 42501
+// "warder: statement blocked by rule …" (with the rule's message) and
+// then ReadyForQuery, in order
+// with the responses to what it sent before; in the extended protocol the
+// messages up to the next Sync are discarded, as the server does after an
+// error. The session goes on. (Unlike a server error, a blocked statement
+// does not abort the surrounding transaction block.)
 //
 // # Secrets
 //
 // The upstream password is used only for the upstream SCRAM exchange. Error
 // details from the upstream login, the Resolver, the Authorizer or the
 // token check are logged, never sent: the client sees a generic message
-// with a reference it can quote to an operator.
+// with a reference it can quote to an operator, or a Resolver's
+// PublicError message, written for it.
 package postgres
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +111,7 @@ import (
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/errkind"
+	"github.com/warderhq/warder/internal/gateway"
 	"github.com/warderhq/warder/internal/identity"
 )
 
@@ -81,6 +119,14 @@ import (
 // *identity.Directory implements it.
 type Authenticator interface {
 	Authenticate(ctx context.Context, presented string) (identity.Token, error)
+}
+
+// CertAuthenticator maps a client certificate chain, verified by the TLS
+// handshake against Config.TLS.ClientCAs, to the token it stands for. It
+// fails when the token is no longer live or its principal no longer
+// active.
+type CertAuthenticator interface {
+	AuthenticateCert(ctx context.Context, chain []*x509.Certificate) (identity.Token, error)
 }
 
 // Authorizer decides whether a principal may connect; *authz.Authorizer
@@ -93,9 +139,47 @@ type Authorizer interface {
 // the server's composition root implements it with the vault (a checkout
 // for the connection's duration, checked in by Upstream.Release) or a JIT
 // ephemeral role. Account is "" when the client named only the target.
+// OriginFrom(ctx) tells whom and where from, for the Resolver's own
+// authorization and audit events.
 type Resolver interface {
 	Resolve(ctx context.Context, p identity.Principal, target, account string, tok identity.Token) (Upstream, error)
 }
+
+// originKey is the context key of a connection's audit origin.
+type originKey struct{}
+
+// WithOrigin returns ctx carrying o, as the gateway calls a Resolver (and
+// as a Resolver's tests may).
+func WithOrigin(ctx context.Context, o audit.Origin) context.Context {
+	return context.WithValue(ctx, originKey{}, o)
+}
+
+// OriginFrom returns the audit origin of the connection a Resolver is
+// called for: the principal as actor, the client's address as source and
+// the connection's reference as request id.
+func OriginFrom(ctx context.Context) (audit.Origin, bool) {
+	o, ok := ctx.Value(originKey{}).(audit.Origin)
+	return o, ok
+}
+
+// PublicError is an error a Resolver returns to tell the client what to do
+// (name an account, try again later): the client receives Message, which
+// must hold no secret and no internal detail; Err, if any, is only logged.
+// The client sees any other Resolver error as a generic message with a
+// reference.
+type PublicError struct {
+	Message string
+	Err     error
+}
+
+func (e *PublicError) Error() string {
+	if e.Err == nil {
+		return e.Message
+	}
+	return e.Message + ": " + e.Err.Error()
+}
+
+func (e *PublicError) Unwrap() error { return e.Err }
 
 // Upstream is where and as whom the gateway logs in for one connection.
 type Upstream struct {
@@ -108,11 +192,19 @@ type Upstream struct {
 	// TLS, when set, is used to talk to the server (SSLRequest first).
 	// Nil: plaintext, for a server on loopback or a trusted network.
 	TLS *tls.Config
+	// PlaintextFallback, with TLS set, retries in plaintext when the
+	// server refuses TLS (libpq's sslmode=prefer). False: TLS or nothing.
+	PlaintextFallback bool
 	// NotAfter ends the session (Session.SetDeadline): the end of the
 	// lease or grant. Zero: no deadline.
 	NotAfter time.Time
 	// GrantID and LeaseID are copied into the recording's metadata.
 	GrantID, LeaseID string
+	// Rules are the statement rules of this connection (the target's, as
+	// they were when it opened). Nil: none.
+	// Each needs a Pattern and an Action; a connection with an invalid
+	// rule is refused.
+	Rules []Rule
 	// Release is called once when the connection ends (or could not be
 	// made): it checks the credential back in. Nil: nothing to do.
 	Release func()
@@ -174,6 +266,20 @@ const (
 type Rule struct {
 	Pattern *regexp.Regexp
 	Action  string // ActionAlert or ActionBlock
+	// Message is the administrator's explanation of a block rule, added
+	// to the error the client receives.
+	Message string
+}
+
+// checkRule reports what is wrong with r, or nil.
+func checkRule(r Rule) error {
+	if r.Pattern == nil {
+		return errors.New("no pattern")
+	}
+	if r.Action != ActionAlert && r.Action != ActionBlock {
+		return fmt.Errorf("action %q is not %q or %q", r.Action, ActionAlert, ActionBlock)
+	}
+	return nil
 }
 
 // Config configures a Server. New does not modify it; it must not be
@@ -191,17 +297,27 @@ type Config struct {
 	AllowPlaintext bool
 	// Auth checks tokens. Required.
 	Auth Authenticator
+	// CertAuth authenticates clients that present a certificate TLS
+	// verified (TLS.ClientAuth VerifyClientCertIfGiven with the client
+	// CA in TLS.ClientCAs). Nil: certificates are ignored, every client
+	// sends a token.
+	CertAuth CertAuthenticator
 	// Authz authorizes connections. Required.
 	Authz Authorizer
 	// Upstream resolves the server and credential. Required.
 	Upstream Resolver
 	// Recorder records sessions. Required: no session goes unrecorded.
 	Recorder Recorder
+	// Checker re-checks live sessions (see the package doc: Staying
+	// authorized); *authz.Authorizer implements it. Nil: no re-checks; a
+	// session still ends at its deadline.
+	Checker gateway.Checker
+	// Recheck is the interval of those re-checks. Zero:
+	// gateway.DefaultRecheck.
+	Recheck time.Duration
 	// Audit receives alert-rule events. Nil: alerts are only logged and
 	// recorded.
 	Audit AuditLog
-	// Rules by target name. Nil: none.
-	Rules map[string][]Rule
 	// RedactParams records "<redacted>" instead of each bound parameter.
 	RedactParams bool
 	// Logger receives operational logs, never secrets or statement text.
@@ -234,6 +350,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // one per accepted connection
 	keys   cancelKeys
+	loops  eventLoops // relays sessions (loop_linux.go)
 
 	// mu protects the following.
 	mu        sync.Mutex
@@ -257,18 +374,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, errkind.New(errkind.Invalid, "postgres gateway: no upstream resolver")
 	case cfg.Recorder == nil:
 		return nil, errkind.New(errkind.Invalid, "postgres gateway: no recorder")
-	case cfg.HandshakeTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxMessage < 0:
+	case cfg.HandshakeTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxMessage < 0 || cfg.Recheck < 0:
 		return nil, errkind.New(errkind.Invalid, "postgres gateway: negative timeout or size")
-	}
-	for target, rules := range cfg.Rules {
-		for i, r := range rules {
-			if r.Pattern == nil {
-				return nil, errkind.New(errkind.Invalid, "postgres gateway: target %q rule %d has no pattern", target, i)
-			}
-			if r.Action != ActionAlert && r.Action != ActionBlock {
-				return nil, errkind.New(errkind.Invalid, "postgres gateway: target %q rule %d: action %q is not %q or %q", target, i, r.Action, ActionAlert, ActionBlock)
-			}
-		}
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, handshake: cfg.HandshakeTimeout,
 		dial: cfg.DialTimeout, maxMsg: cfg.MaxMessage, listeners: map[net.Listener]struct{}{}}

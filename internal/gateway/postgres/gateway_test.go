@@ -254,12 +254,12 @@ func TestCancel(t *testing.T) {
 }
 
 func TestRules(t *testing.T) {
-	f := newFixture(t, func(c *Config, _ *static) {
-		c.Rules = map[string][]Rule{"pg": {
+	f := newFixture(t, withUpstream(func(up *Upstream) {
+		up.Rules = []Rule{
 			{Pattern: regexp.MustCompile(`(?i)\bdrop table\b`), Action: ActionBlock},
 			{Pattern: regexp.MustCompile(`(?i)^create temp table audited`), Action: ActionAlert},
-		}}
-	})
+		}
+	}))
 	conn := f.connect(t)
 	ctx := context.Background()
 	if _, err := conn.Exec(ctx, "create temp table keep(a int)"); err != nil {
@@ -507,9 +507,9 @@ func TestPsql(t *testing.T) {
 	if err != nil {
 		t.Skip("psql not installed")
 	}
-	f := newFixture(t, func(c *Config, _ *static) {
-		c.Rules = map[string][]Rule{"pg": {{Pattern: regexp.MustCompile(`(?i)drop database`), Action: ActionBlock}}}
-	})
+	f := newFixture(t, withUpstream(func(up *Upstream) {
+		up.Rules = []Rule{{Pattern: regexp.MustCompile(`(?i)drop database`), Action: ActionBlock}}
+	}))
 	cmd := exec.Command(psql, "-X", "-v", "ON_ERROR_STOP=0", "-At",
 		fmt.Sprintf("host=127.0.0.1 port=%d user=%s@pg dbname=postgres sslmode=require", f.addr.Port, f.role))
 	cmd.Env = append(cmd.Environ(), "PGPASSWORD="+aliceToken, "PGCONNECT_TIMEOUT=10")

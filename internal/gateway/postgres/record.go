@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"encoding/binary"
+	"strconv"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -189,3 +191,17 @@ func normalizeSQL(dst, sql []byte) []byte {
 // unsafeString views b as a string for the duration of a call that does
 // not retain it.
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// appendMillis appends d in milliseconds with three decimals, as
+// strconv.AppendFloat(dst, float64(d.Microseconds())/1000, 'f', 3, 64)
+// does, without floating point.
+func appendMillis(dst []byte, d time.Duration) []byte {
+	us := d.Microseconds()
+	if us < 0 {
+		dst = append(dst, '-')
+		us = -us
+	}
+	dst = strconv.AppendInt(dst, us/1000, 10)
+	frac := us % 1000
+	return append(dst, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -49,8 +50,10 @@ type portal struct {
 	params []byte // JSON array
 }
 
-// A relay carries one session: fromClient and fromServer run in their own
-// goroutines, joined by run through one channel.
+// A relay carries one session. On Linux, run hands it to an event loop
+// (loop_linux.go) when it can; otherwise fromClient and fromServer run in
+// their own goroutines, joined by run through one channel. Both ways use
+// the same message handling (clientBatch, serverBatch).
 type relay struct {
 	s      *Server
 	client net.Conn
@@ -79,11 +82,23 @@ type relay struct {
 	// Owned by fromServer until it returns; then read by run.
 	srvClean bool // fromServer stopped between messages, so a FATAL may follow
 	rowsSeen int64
+
+	// Set when the relay runs in an event loop (loop_linux.go), which must
+	// not wait for a durable write: apply then queues rule-match events in
+	// auditQ (owned by the loop), which the loop hands to one goroutine
+	// per batch (auditing while it runs, auditWG until it has returned).
+	// What the batch forwards waits until its events are appended, as it
+	// does in fromClient; wake asks the loop to go on.
+	async    bool
+	auditQ   []audit.Event
+	auditing atomic.Bool
+	auditWG  sync.WaitGroup
+	wake     func()
 }
 
 func newRelay(s *Server, client net.Conn, l *login, log *slog.Logger) *relay {
 	return &relay{s: s, client: client, up: l.upstream.Conn, l: l, log: log,
-		rules: s.cfg.Rules[l.target], redact: s.cfg.RedactParams, now: s.now,
+		rules: l.up.Rules, redact: s.cfg.RedactParams, now: s.now,
 		stmts: map[string]string{}, recorded: map[string]bool{}, portals: map[string]*portal{}}
 }
 
@@ -97,6 +112,9 @@ type result struct {
 func (r *relay) run(welcome []byte) string {
 	if _, err := r.client.Write(welcome); err != nil {
 		return StatusError
+	}
+	if status, ok := r.runLoop(); ok {
+		return status
 	}
 	errc := make(chan result, 2)
 	go func() { errc <- result{false, r.fromClient()} }()
@@ -228,24 +246,9 @@ func (r *relay) fromClient() error {
 			return err
 		}
 		for {
-			p, ok, err := f.next(wantWholeFromClient)
-			if err != nil {
-				msg := "warder: invalid message"
-				code := codeProtocolViolation
-				if errors.Is(err, errTooLarge) {
-					msg, code = "warder: message too large", codeProgramLimitExceeded
-				}
-				return refuse(code, msg, err)
-			}
-			if !ok {
-				break
-			}
-			if !p.whole {
-				out = append(out, p.data...)
-				continue
-			}
-			var end bool
-			out, end, err = r.clientMessage(out, p.typ, p.data)
+			var full, end bool
+			var err error
+			out, full, end, err = r.clientBatch(f, out[:0])
 			if err != nil {
 				return err
 			}
@@ -257,20 +260,45 @@ func (r *relay) fromClient() error {
 				}
 				return errTerminated
 			}
-			if len(out) >= flushOut {
+			if len(out) > 0 {
 				if err := r.writeUp(out); err != nil {
 					return err
 				}
-				out = out[:0]
 			}
-		}
-		if len(out) > 0 {
-			if err := r.writeUp(out); err != nil {
-				return err
+			if !full {
+				break
 			}
-			out = out[:0]
 		}
 	}
+}
+
+// clientBatch handles the client's messages that f holds, appending what
+// to forward to out, until f needs more bytes or out reaches flushOut
+// (full). end is true after Terminate. On error, out is to be dropped.
+func (r *relay) clientBatch(f *framer, out []byte) (_ []byte, full, end bool, err error) {
+	for len(out) < flushOut {
+		p, ok, err := f.next(wantWholeFromClient)
+		if err != nil {
+			msg := "warder: invalid message"
+			code := codeProtocolViolation
+			if errors.Is(err, errTooLarge) {
+				msg, code = "warder: message too large", codeProgramLimitExceeded
+			}
+			return out, false, false, refuse(code, msg, err)
+		}
+		if !ok {
+			return out, false, false, nil
+		}
+		if !p.whole {
+			out = append(out, p.data...)
+			continue
+		}
+		out, end, err = r.clientMessage(out, p.typ, p.data)
+		if err != nil || end {
+			return out, false, end, err
+		}
+	}
+	return out, true, false, nil
 }
 
 func (r *relay) writeUp(b []byte) error {
@@ -431,7 +459,7 @@ func (r *relay) apply(rule *Rule, e *expect) (blocked bool) {
 		e.rec = append(e.rec, `,"blocked":`...)
 		e.code = codeInsufficientPriv
 		e.inject, _ = (&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR",
-			Code: codeInsufficientPriv, Message: fmt.Sprintf("warder: statement blocked by rule %q", rule.Pattern.String())}).Encode(nil)
+			Code: codeInsufficientPriv, Message: blockMessage(rule)}).Encode(nil)
 		e.start = r.now()
 	} else {
 		e.rec = append(e.rec, `,"alert":`...)
@@ -439,15 +467,24 @@ func (r *relay) apply(rule *Rule, e *expect) (blocked bool) {
 	e.rec = appendJSONString(e.rec, rule.Pattern.String())
 	r.log.Warn("postgres gateway: statement matched a rule", "action", rule.Action, "rule", rule.Pattern.String())
 	if r.s.cfg.Audit != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := r.s.cfg.Audit.Append(ctx, r.l.origin.Event(action, r.l.resource, outcome,
-			map[string]string{"session": r.l.sess.ID(), "rule": rule.Pattern.String()}))
-		cancel()
-		if err != nil {
-			r.log.Error("postgres gateway: audit rule match", "err", err)
+		ev := r.l.origin.Event(action, r.l.resource, outcome,
+			map[string]string{"session": r.l.sess.ID(), "rule": rule.Pattern.String()})
+		if r.async {
+			r.auditQ = append(r.auditQ, ev)
+		} else {
+			r.audit(ev)
 		}
 	}
 	return blocked
+}
+
+// audit appends ev to the audit log.
+func (r *relay) audit(ev audit.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.s.cfg.Audit.Append(ctx, ev); err != nil {
+		r.log.Error("postgres gateway: audit rule match", "err", err)
+	}
 }
 
 // wantWholeFromServer: the messages that complete statements.
@@ -470,37 +507,49 @@ func (r *relay) fromServer() error {
 			return err
 		}
 		for {
-			p, ok, err := f.next(wantWholeFromServer)
+			var full bool
+			var err error
+			out, full, err = r.serverBatch(f, out[:0])
 			if err != nil {
-				return fmt.Errorf("from server: %w", err)
+				return err
 			}
-			if !ok {
-				break
-			}
-			if p.start && p.typ == 'D' {
-				r.rowsSeen++
-			}
-			if p.whole {
-				if out, err = r.serverMessage(out, p.typ, p.data); err != nil {
-					return err
-				}
-			} else {
-				out = append(out, p.data...)
-			}
-			if len(out) >= flushOut {
+			if len(out) > 0 {
 				if err := r.writeClient(out); err != nil {
 					return err
 				}
 				out = out[:0]
 			}
-		}
-		if len(out) > 0 {
-			if err := r.writeClient(out); err != nil {
-				return err
+			if !full {
+				break
 			}
-			out = out[:0]
 		}
 	}
+}
+
+// serverBatch handles the server's messages that f holds, appending what
+// to forward to out, until f needs more bytes or out reaches flushOut
+// (full). On error, out is to be dropped.
+func (r *relay) serverBatch(f *framer, out []byte) (_ []byte, full bool, err error) {
+	for len(out) < flushOut {
+		p, ok, err := f.next(wantWholeFromServer)
+		if err != nil {
+			return out, false, fmt.Errorf("from server: %w", err)
+		}
+		if !ok {
+			return out, false, nil
+		}
+		if p.start && p.typ == 'D' {
+			r.rowsSeen++
+		}
+		if p.whole {
+			if out, err = r.serverMessage(out, p.typ, p.data); err != nil {
+				return out, false, err
+			}
+		} else {
+			out = append(out, p.data...)
+		}
+	}
+	return out, true, nil
 }
 
 func (r *relay) writeClient(b []byte) error {
@@ -594,7 +643,7 @@ func (r *relay) complete(e *expect) error {
 		if !e.start.IsZero() {
 			d = r.now().Sub(e.start)
 		}
-		e.rec = strconv.AppendFloat(e.rec, float64(d.Microseconds())/1000, 'f', 3, 64)
+		e.rec = appendMillis(e.rec, d)
 		e.rec = append(e.rec, '}')
 		err = r.l.sess.Record(e.rec)
 	}
@@ -634,4 +683,14 @@ func tagRows(tag []byte) int64 {
 	}
 	n, _ := strconv.ParseInt(string(tag[i:]), 10, 64)
 	return n
+}
+
+// blockMessage is what the client is told about a blocked statement: the
+// rule's pattern and the administrator's message, if any.
+func blockMessage(rule *Rule) string {
+	msg := fmt.Sprintf("warder: statement blocked by rule %q", rule.Pattern.String())
+	if rule.Message != "" {
+		msg += ": " + rule.Message
+	}
+	return msg
 }

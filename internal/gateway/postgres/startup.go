@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -212,6 +213,10 @@ type login struct {
 	resource  string
 	sess      Session
 	clientKey cancelKey
+	method    string        // how the client authenticated: "certificate" or "password"
+	req       authz.Request // the connect request, re-checked while the session lives
+	notAfter  time.Time     // the decision's: the end of the grants that allowed it
+	deadline  time.Time     // the earlier of notAfter and up.NotAfter; zero: none
 }
 
 // parseUser splits the startup user name: "TARGET" or "ACCOUNT@TARGET".
@@ -227,8 +232,10 @@ func parseUser(user string) (target, account string, ok bool) {
 	return target, account, target != ""
 }
 
-// authenticate asks for the client's password (its Warder token), checks
-// it and authorizes the connection.
+// authenticate authenticates the client — by its verified client
+// certificate, else by the token it sends as its password — checks a
+// scoped token's scope and authorizes the connection. A refused
+// authentication is audited ("db.auth", deny) when Config.Audit is set.
 func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.StartupMessage, l *login) error {
 	user := sm.Parameters["user"]
 	target, account, ok := parseUser(user)
@@ -258,24 +265,35 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 	if sm.ProtocolVersion != pgproto3.ProtocolVersion30 || len(unknown) > 0 {
 		out, _ = (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}).Encode(out)
 	}
-	out, _ = (&pgproto3.AuthenticationCleartextPassword{}).Encode(out)
-	if _, err := c.Write(out); err != nil {
-		return err
+	var tok identity.Token
+	var err error
+	if chain := verifiedChain(c); chain != nil && s.cfg.CertAuth != nil {
+		// TLS verified the certificate against the client CA; it stands
+		// for a login token, which must still be live.
+		l.method = "certificate"
+		if len(out) > 0 {
+			if _, err := c.Write(out); err != nil {
+				return err
+			}
+		}
+		if tok, err = s.cfg.CertAuth.AuthenticateCert(ctx, chain); err != nil {
+			s.auditRefusal(l, "anonymous", user, "client certificate no longer valid")
+			return refuse(codeInvalidAuthorization, "warder: the client certificate is no longer valid: log in again (warder login)", err)
+		}
+	} else {
+		l.method = "password"
+		if tok, err = s.password(ctx, c, out, user); err != nil {
+			var ce *clientError
+			if errors.As(err, &ce) && ce.code == codeInvalidPassword {
+				s.auditRefusal(l, "anonymous", user, "invalid or expired token")
+			}
+			return err
+		}
 	}
-	typ, body, err := readTyped(c, 4096)
-	if err != nil {
-		return err
-	}
-	if typ != 'p' {
-		return refuse(codeProtocolViolation, "warder: expected a password message", nil)
-	}
-	var pm pgproto3.PasswordMessage
-	if err := pm.Decode(body); err != nil {
-		return refuse(codeProtocolViolation, "warder: invalid password message", err)
-	}
-	tok, err := s.cfg.Auth.Authenticate(ctx, pm.Password)
-	if err != nil {
-		return refuse(codeInvalidPassword, "warder: authentication failed for "+strconv.Quote(user), err)
+	if tok.Scope != "" && tok.Scope != identity.DBScope(target, account) {
+		s.auditRefusal(l, tok.Actor(), user, "token scoped to another target or account")
+		return refuse(codeInvalidAuthorization, "warder: this token is not valid for "+strconv.Quote(user)+": get one with `warder db login`",
+			fmt.Errorf("token %s has scope %q", tok.ID, tok.Scope))
 	}
 	l.tok = tok
 	l.origin.Actor = tok.Actor()
@@ -292,8 +310,10 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 	}
 	req := authz.Request{Principal: pr, Action: authz.ActionConnect, Resource: res,
 		Context: authz.Context{MFA: tok.MFA, MFAAt: tok.MFAAt, SourceIP: src, Via: authz.ViaDB}}
+	l.req = req // without Details: a re-check is not audited
+	req.Details = map[string]string{"auth": l.method, "token": tok.ID}
 	if l.database != "" {
-		req.Details = map[string]string{"database": l.database}
+		req.Details["database"] = l.database
 	}
 	d, err := s.cfg.Authz.Authorize(ctx, l.origin, req)
 	if err != nil || !d.Allow {
@@ -302,25 +322,96 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 		}
 		return refuse(codeInvalidAuthorization, "warder: "+tok.Principal.Name+" may not connect to "+strconv.Quote(user), err)
 	}
+	l.notAfter = d.NotAfter
+	return nil
+}
+
+// auditRefusal records a refused authentication as "db.auth" (deny) with
+// the user name the client asked for; it never holds what was presented.
+func (s *Server) auditRefusal(l *login, actor, user, reason string) {
+	if s.cfg.Audit == nil {
+		return
+	}
+	o := l.origin
+	o.Actor = actor
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if len(user) > 128 { // the client's choice: bounded
+		user = strings.ToValidUTF8(user[:128], "") + "…"
+	}
+	if _, err := s.cfg.Audit.Append(ctx, o.Event("db.auth", "db:"+user, audit.OutcomeDeny,
+		map[string]string{"reason": reason})); err != nil {
+		s.log.Error("postgres gateway: audit refused authentication", "conn", l.ref, "err", err)
+	}
+}
+
+// password asks for the client's password, its Warder token, after
+// sending out, and checks it.
+func (s *Server) password(ctx context.Context, c net.Conn, out []byte, user string) (identity.Token, error) {
+	out, _ = (&pgproto3.AuthenticationCleartextPassword{}).Encode(out)
+	if _, err := c.Write(out); err != nil {
+		return identity.Token{}, err
+	}
+	typ, body, err := readTyped(c, 4096)
+	if err != nil {
+		return identity.Token{}, err
+	}
+	if typ != 'p' {
+		return identity.Token{}, refuse(codeProtocolViolation, "warder: expected a password message", nil)
+	}
+	var pm pgproto3.PasswordMessage
+	if err := pm.Decode(body); err != nil {
+		return identity.Token{}, refuse(codeProtocolViolation, "warder: invalid password message", err)
+	}
+	tok, err := s.cfg.Auth.Authenticate(ctx, pm.Password)
+	if err != nil {
+		return identity.Token{}, refuse(codeInvalidPassword, "warder: authentication failed for "+strconv.Quote(user), err)
+	}
+	return tok, nil
+}
+
+// verifiedChain returns the client certificate chain the TLS handshake of
+// c verified, or nil: plaintext, or no certificate presented.
+func verifiedChain(c net.Conn) []*x509.Certificate {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	if chains := tc.ConnectionState().VerifiedChains; len(chains) > 0 && len(chains[0]) > 0 {
+		return chains[0]
+	}
 	return nil
 }
 
 // connectUpstream resolves the credential, starts the recording and logs
 // in to the server, leaving the connection ready for queries.
 func (s *Server) connectUpstream(ctx context.Context, l *login) error {
-	up, err := s.cfg.Upstream.Resolve(ctx, l.tok.Principal, l.target, l.account, l.tok)
+	up, err := s.cfg.Upstream.Resolve(WithOrigin(ctx, l.origin), l.tok.Principal, l.target, l.account, l.tok)
 	if err != nil {
+		var pe *PublicError
+		if errors.As(err, &pe) {
+			return refuse(codeConnectionFailure, "warder: "+pe.Message, err)
+		}
 		return refuse(codeConnectionFailure, "warder: cannot reach "+strconv.Quote(l.target), err)
 	}
 	l.up = up
+	for i, r := range up.Rules {
+		if err := checkRule(r); err != nil {
+			return refuse(codeInternalError, "warder: internal error", fmt.Errorf("target %q rule %d: %w", l.target, i, err))
+		}
+	}
 	sess, err := s.cfg.Recorder.Start(ctx, l.origin, Meta{Principal: l.tok.Principal, Target: l.target,
 		Account: up.User, Source: l.origin.Source, GrantID: up.GrantID, LeaseID: up.LeaseID})
 	if err != nil {
 		return refuse(codeInternalError, "warder: cannot record the session", err)
 	}
 	l.sess = sess
-	if !up.NotAfter.IsZero() {
-		sess.SetDeadline(up.NotAfter)
+	l.deadline = up.NotAfter
+	if !l.notAfter.IsZero() && (l.deadline.IsZero() || l.notAfter.Before(l.deadline)) {
+		l.deadline = l.notAfter
+	}
+	if s.cfg.Checker == nil && !l.deadline.IsZero() {
+		sess.SetDeadline(l.deadline) // with a Checker, the watch ends the session (watch.go)
 	}
 	db := l.database
 	if db == "" {
@@ -336,10 +427,13 @@ func (s *Server) connectUpstream(ctx context.Context, l *login) error {
 	}
 	cfg.Password = string(up.Password)
 	clear(up.Password)
+	cfg.Fallbacks = nil
 	if up.TLS != nil {
 		cfg.TLSConfig = up.TLS.Clone()
+		if up.PlaintextFallback {
+			cfg.Fallbacks = []*pgconn.FallbackConfig{{Host: cfg.Host, Port: cfg.Port}}
+		}
 	}
-	cfg.Fallbacks = nil
 	cfg.ConnectTimeout = s.dial
 	cfg.ValidateConnect = nil
 	cfg.RuntimeParams = l.params
@@ -391,6 +485,7 @@ func welcome(l *login) []byte {
 
 // serveConn serves one client connection from its first byte to its end.
 func (s *Server) serveConn(raw net.Conn) {
+	raw = newLoopConn(raw) // the relay may move it into an event loop (loop_linux.go)
 	defer raw.Close()
 	l := &login{ref: newID(8)}
 	l.origin.RequestID = l.ref
@@ -424,9 +519,11 @@ func (s *Server) serveConn(raw net.Conn) {
 		pid: l.upstream.PID, secret: l.upstream.SecretKey})
 	defer s.keys.remove(l.clientKey)
 	log = log.With("session", l.sess.ID(), "principal", l.tok.Actor(), "target", l.target)
-	log.Info("postgres gateway: session start", "account", l.up.User)
+	log.Info("postgres gateway: session start", "account", l.up.User, "auth", l.method)
+	stopWatch := s.watch(l, log)
 	r := newRelay(s, c, l, log)
 	status := r.run(welcome(l))
+	stopWatch()
 	l.upstream.Conn.Close()
 	c.Close()
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)

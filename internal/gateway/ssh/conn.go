@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
+	"github.com/warderhq/warder/internal/hostkey"
 	"github.com/warderhq/warder/internal/identity"
 )
 
@@ -21,16 +23,21 @@ import (
 const deniedMessage = "warder: access denied or target unavailable (connection %s)"
 
 // conn is one client connection and, once authorized, its upstream
-// connection.
+// connection. A connection nested in a ProxyJump channel (see jump.go) is
+// a conn too, whose nc is the channel.
 //
 // Goroutines: serve runs the connection; it starts one goroutine for the
 // client's global requests, one for the upstream's, one idle watcher, and
-// one per channel (each of which joins its own helpers). serve returns only
-// once all of them have ended.
+// one per channel (each of which joins its own helpers; a ProxyJump
+// channel's runs the nested connection's serve). serve returns only once
+// all of them have ended.
 type conn struct {
 	srv *Server
 	nc  net.Conn
 	id  string
+	// jump is set, before serve, on a connection nested in a ProxyJump
+	// channel; nil on a connection from the network.
+	jump *jumpInfo
 
 	// Set by serve before any channel is handled, read-only afterwards.
 	sc       *gossh.ServerConn
@@ -41,10 +48,12 @@ type conn struct {
 	up       Upstream
 	upConn   gossh.Conn // set under mu too, for shutdown
 	rules    []Rule
-	forwards bool // port forwarding allowed
+	req      authz.Request // the connect request, re-checked by watchAccess
+	notAfter time.Time     // the connect decision's NotAfter
 
-	lastActive atomic.Int64   // unix nanoseconds of the last data moved
-	wg         sync.WaitGroup // every goroutine of the connection but serve
+	lastActive     atomic.Int64   // unix nanoseconds of the last data moved
+	remoteForwards atomic.Bool    // a remote forward was allowed: accept the target's forwarded-tcpip channels
+	wg             sync.WaitGroup // every goroutine of the connection but serve
 
 	// mu protects the following.
 	mu       sync.Mutex
@@ -61,9 +70,10 @@ func (c *conn) serve() {
 	s := c.srv
 	defer c.nc.Close()
 	c.nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	sc, chans, reqs, err := gossh.NewServerConn(c.nc, s.serverConfig(c))
+	hc := &countingConn{Conn: c.nc}
+	sc, chans, reqs, err := gossh.NewServerConn(hc, s.serverConfig(c))
 	if err != nil {
-		s.log.Debug("ssh: handshake failed", "conn", c.id, "source", c.nc.RemoteAddr().String(), "err", err)
+		c.handshakeFailed(err, hc.n.Load())
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
@@ -81,11 +91,33 @@ func (c *conn) serve() {
 		wg.Wait()
 	}()
 
+	// A user name without "@" names a target, or is the login of a
+	// ProxyJump connection: the first channel tells which.
+	var first gossh.NewChannel
+	var firstReq *gossh.Request
+	if c.jump == nil && s.cfg.HostCA != nil && !strings.Contains(sc.User(), "@") {
+		var jumps, ok bool
+		if first, firstReq, jumps, ok = c.awaitFirst(ctx, chans, reqs); !ok {
+			return
+		}
+		if jumps {
+			c.serveJumps(ctx, first, chans, reqs)
+			return
+		}
+	}
+
 	status, err := c.connect(ctx)
 	if err != nil {
 		s.log.Info("ssh: connection refused", "conn", c.id, "principal", p.Actor(), "user", sc.User(), "source", c.origin.Source, "err", err)
+		msg := fmt.Sprintf(deniedMessage, c.id)
+		if first != nil {
+			first.Reject(gossh.Prohibited, msg)
+		}
+		if firstReq != nil {
+			firstReq.Reply(false, nil)
+		}
 		wg.Go(func() { gossh.DiscardRequests(reqs) })
-		refuse(chans, fmt.Sprintf(deniedMessage, c.id))
+		refuse(chans, msg)
 		if c.up.Release != nil {
 			c.up.Release(status)
 		}
@@ -94,22 +126,17 @@ func (c *conn) serve() {
 	defer c.upConn.Close()
 	s.log.Info("ssh: connected", "conn", c.id, "principal", p.Actor(), "target", c.target, "account", c.account, "source", c.origin.Source)
 
+	if firstReq != nil {
+		c.globalRequest(firstReq)
+	}
 	wg.Go(func() { c.globalRequests(reqs) })
 	wg.Go(func() { c.idleWatch(ctx) })
+	wg.Go(func() { c.watchAccess(ctx) })
+	if first != nil {
+		c.handleChannel(ctx, first)
+	}
 	for nch := range chans {
-		switch nch.ChannelType() {
-		case "session":
-			wg.Go(func() { c.handleSession(ctx, nch) })
-		case "direct-tcpip":
-			if !c.forwards {
-				s.log.Info("ssh: port forwarding refused", "conn", c.id, "principal", p.Actor(), "target", c.target)
-				nch.Reject(gossh.Prohibited, "warder: port forwarding is not allowed")
-				continue
-			}
-			wg.Go(func() { c.forward(nch, c.upConn) })
-		default:
-			nch.Reject(gossh.UnknownChannelType, "warder: channel type not supported")
-		}
+		c.handleChannel(ctx, nch)
 	}
 	// The client went away (or shutdown closed it): end the upstream too,
 	// which ends every channel.
@@ -128,11 +155,23 @@ func (c *conn) serve() {
 	s.log.Info("ssh: disconnected", "conn", c.id, "principal", p.Actor(), "target", c.target, "account", c.account, "status", status)
 }
 
+// handleChannel starts serving a channel the client opened, on c.wg.
+func (c *conn) handleChannel(ctx context.Context, nch gossh.NewChannel) {
+	switch nch.ChannelType() {
+	case "session":
+		c.wg.Go(func() { c.handleSession(ctx, nch) })
+	case "direct-tcpip":
+		c.wg.Go(func() { c.directTCPIP(ctx, nch) })
+	default:
+		nch.Reject(gossh.UnknownChannelType, "warder: channel type not supported")
+	}
+}
+
 // connect authorizes the connection, resolves its upstream and logs in to
 // it. On error, the status is for Upstream.Release (if c.up has one).
 func (c *conn) connect(ctx context.Context) (string, error) {
 	s := c.srv
-	target, account, err := parseDestination(c.sc.User())
+	target, account, err := c.destination()
 	if err != nil {
 		return StatusFailed, fmt.Errorf("user name %q: %v", c.sc.User(), err)
 	}
@@ -150,58 +189,78 @@ func (c *conn) connect(ctx context.Context) (string, error) {
 	if ap, err := netip.ParseAddrPort(c.sc.RemoteAddr().String()); err == nil {
 		src = ap.Addr()
 	}
-	d, err := s.cfg.Authz.Authorize(ctx, c.origin, authz.Request{
+	if err := s.checkActive(ctx, c.p); err != nil {
+		return StatusFailed, err
+	}
+	c.req = authz.Request{
 		Principal: pu,
 		Action:    authz.ActionConnect,
 		Resource:  accountUID(target, account),
 		Context:   authz.Context{Via: authz.ViaSSH, SourceIP: src},
 		Details:   map[string]string{"connection": c.id},
-	})
+	}
+	d, err := s.cfg.Authz.Authorize(ctx, c.origin, c.req)
 	if err != nil {
 		return StatusFailed, fmt.Errorf("authorize: %w", err)
 	}
 	if !d.Allow {
 		return StatusFailed, fmt.Errorf("not authorized to connect to %s/%s", target, account)
 	}
-	if s.cfg.AllowPortForward != nil {
-		c.forwards = s.cfg.AllowPortForward(c.p, target)
-	}
-	c.rules = s.cfg.Rules[target]
+	c.notAfter = d.NotAfter
 
 	up, err := s.cfg.Upstream.Resolve(ctx, c.p, target, account)
 	if err != nil {
 		return StatusFailed, fmt.Errorf("resolve %s/%s: %w", target, account, err)
 	}
 	c.up = up
+	if err := checkRules(up.Rules); err != nil {
+		return StatusFailed, fmt.Errorf("target %s: %w", target, err)
+	}
+	c.rules = up.Rules
 	if err := c.dialUpstream(ctx); err != nil {
 		return StatusFailed, err
 	}
 	return "", nil
 }
 
-// ErrHostKeyMismatch means a target presented a host key other than its
-// pinned one.
+// ErrHostKeyMismatch means a target presented a host key that is neither
+// its pinned one nor a valid host certificate of its host CA. Errors that
+// wrap it wrap a *hostkey.MismatchError too.
 var ErrHostKeyMismatch = errors.New("ssh: upstream host key mismatch")
+
+// destination returns the target and account the connection asks for: from
+// the SSH user name ("ACCOUNT@TARGET" or "TARGET"), or for a connection
+// nested in a ProxyJump channel, the channel's target and the user name
+// as the account.
+func (c *conn) destination() (target, account string, err error) {
+	if c.jump == nil {
+		return parseDestination(c.sc.User())
+	}
+	account = c.sc.User()
+	if account == "" || strings.ContainsAny(account, "/\x00\r\n") {
+		return "", "", errors.New("invalid account name")
+	}
+	return c.jump.target, account, nil
+}
 
 // dialUpstream connects and logs in to c.up, within Config.DialTimeout.
 func (c *conn) dialUpstream(ctx context.Context) error {
 	s := c.srv
-	if c.up.HostKey == nil {
-		return fmt.Errorf("target %q has no pinned host key", c.target)
+	if c.up.HostKey == nil && c.up.HostCA == nil {
+		return fmt.Errorf("target %q has no pinned host key and no host CA", c.target)
 	}
-	var mismatch gossh.PublicKey
+	hostKeys := hostkey.Verifier{Pinned: c.up.HostKey, CA: c.up.HostCA, Now: s.now}
+	var mismatch *hostkey.MismatchError
 	cfg := &gossh.ClientConfig{
 		Config: gossh.Config{Ciphers: Ciphers},
 		User:   c.up.User,
 		Auth:   c.up.Auth,
-		HostKeyCallback: func(_ string, _ net.Addr, key gossh.PublicKey) error {
-			if keysEqual(key, c.up.HostKey) {
-				return nil
-			}
-			mismatch = key
-			return ErrHostKeyMismatch
+		HostKeyCallback: func(addr string, remote net.Addr, key gossh.PublicKey) error {
+			err := hostKeys.Check(addr, remote, key)
+			errors.As(err, &mismatch)
+			return err
 		},
-		HostKeyAlgorithms: hostKeyAlgorithms(c.up.HostKey),
+		HostKeyAlgorithms: hostKeys.Algorithms(),
 		ClientVersion:     "SSH-2.0-Warder",
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
@@ -218,8 +277,7 @@ func (c *conn) dialUpstream(ctx context.Context) error {
 		nc.Close()
 		if mismatch != nil {
 			c.auditHostKey(ctx, mismatch)
-			return fmt.Errorf("%s (%s): %w: got %s, pinned %s", c.target, c.up.Addr, ErrHostKeyMismatch,
-				gossh.FingerprintSHA256(mismatch), gossh.FingerprintSHA256(c.up.HostKey))
+			return fmt.Errorf("%s (%s): %w: %w", c.target, c.up.Addr, ErrHostKeyMismatch, mismatch)
 		}
 		return fmt.Errorf("log in to %s as %s: %w", c.target, c.up.User, err)
 	}
@@ -239,14 +297,26 @@ func (c *conn) dialUpstream(ctx context.Context) error {
 	return nil
 }
 
-func (c *conn) auditHostKey(ctx context.Context, got gossh.PublicKey) {
-	c.srv.log.Warn("ssh: upstream host key mismatch", "conn", c.id, "target", c.target, "addr", c.up.Addr,
-		"got", gossh.FingerprintSHA256(got), "pinned", gossh.FingerprintSHA256(c.up.HostKey))
-	c.audit(ctx, "ssh.host_key_mismatch", authz.UID{Type: authz.TypeTarget, ID: c.target}.String(), audit.OutcomeFailure, map[string]string{
+// auditHostKey logs and audits a refused upstream host key: the same
+// event whether the target pins a key or trusts a host CA.
+func (c *conn) auditHostKey(ctx context.Context, m *hostkey.MismatchError) {
+	details := map[string]string{
 		"addr":   c.up.Addr,
-		"got":    gossh.FingerprintSHA256(got),
-		"pinned": gossh.FingerprintSHA256(c.up.HostKey),
-	})
+		"got":    hostkey.Fingerprint(m.Got),
+		"reason": m.Reason,
+	}
+	if m.Pinned != nil {
+		details["pinned"] = gossh.FingerprintSHA256(m.Pinned)
+	}
+	if m.CA != nil {
+		details["host_ca"] = gossh.FingerprintSHA256(m.CA)
+	}
+	if cert, ok := m.Got.(*gossh.Certificate); ok {
+		details["got_signer"] = gossh.FingerprintSHA256(cert.SignatureKey)
+	}
+	c.srv.log.Warn("ssh: upstream host key mismatch", "conn", c.id, "target", c.target, "addr", c.up.Addr,
+		"got", hostkey.Describe(m.Got), "pinned", details["pinned"], "host_ca", details["host_ca"], "reason", m.Reason)
+	c.audit(ctx, "ssh.host_key_mismatch", authz.UID{Type: authz.TypeTarget, ID: c.target}.String(), audit.OutcomeFailure, details)
 }
 
 // audit writes an event to Config.Audit, if set. A failure is logged: the
@@ -267,7 +337,7 @@ func (c *conn) upstreamChannels(chans <-chan gossh.NewChannel) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for nch := range chans {
-		if nch.ChannelType() != "forwarded-tcpip" || !c.forwards {
+		if nch.ChannelType() != "forwarded-tcpip" || !c.remoteForwards.Load() {
 			nch.Reject(gossh.Prohibited, "warder: not allowed")
 			continue
 		}
@@ -275,23 +345,29 @@ func (c *conn) upstreamChannels(chans <-chan gossh.NewChannel) {
 	}
 }
 
-// globalRequests answers the client's global requests: remote port
-// forwarding is passed to the target when allowed; the rest is refused.
+// globalRequests answers the client's global requests until the
+// connection ends.
 func (c *conn) globalRequests(reqs <-chan *gossh.Request) {
 	for r := range reqs {
-		switch {
-		case (r.Type == "tcpip-forward" || r.Type == "cancel-tcpip-forward") && c.forwards:
-			ok, payload, err := c.upConn.SendRequest(r.Type, r.WantReply, r.Payload)
-			if err != nil {
-				ok = false
-			}
-			r.Reply(ok, payload)
-		default:
-			if r.Type == "tcpip-forward" {
-				c.srv.log.Info("ssh: remote port forwarding refused", "conn", c.id, "principal", c.p.Actor(), "target", c.target)
-			}
-			r.Reply(false, nil)
+		c.globalRequest(r)
+	}
+}
+
+// globalRequest answers a global request: remote port forwarding is
+// passed to the target when the policy allows it (remoteForward); the
+// rest is refused.
+func (c *conn) globalRequest(r *gossh.Request) {
+	switch {
+	case r.Type == "tcpip-forward":
+		c.remoteForward(r)
+	case r.Type == "cancel-tcpip-forward" && c.remoteForwards.Load():
+		ok, payload, err := c.upConn.SendRequest(r.Type, r.WantReply, r.Payload)
+		if err != nil {
+			ok = false
 		}
+		r.Reply(ok, payload)
+	default:
+		r.Reply(false, nil)
 	}
 }
 
@@ -431,15 +507,6 @@ func principalUID(p identity.Principal) (authz.UID, error) {
 
 func accountUID(target, account string) authz.UID {
 	return authz.UID{Type: authz.TypeAccount, ID: target + "/" + account}
-}
-
-// hostKeyAlgorithms asks the target for the pinned key's type, so that a
-// server with several host keys presents the pinned one.
-func hostKeyAlgorithms(key gossh.PublicKey) []string {
-	if key.Type() == gossh.KeyAlgoRSA {
-		return []string{gossh.KeyAlgoRSASHA512, gossh.KeyAlgoRSASHA256, gossh.KeyAlgoRSA}
-	}
-	return []string{key.Type()}
 }
 
 func hostOf(a net.Addr) string {

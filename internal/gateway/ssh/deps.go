@@ -16,14 +16,17 @@ import (
 // Authorizer and audit.Log satisfies Auditor as they are; the recording
 // package and the vault need thin adapters (Recorder, Resolver).
 
-// Authorizer decides whether a principal may connect to an account.
+// Authorizer decides whether a principal may connect to an account or
+// forward a port through it (Authorize, audited), and re-checks a live
+// connection's request (Check, not audited: see gateway.Watch).
 // *authz.Authorizer implements it.
 type Authorizer interface {
 	Authorize(ctx context.Context, o audit.Origin, req authz.Request) (authz.Decision, error)
+	Check(ctx context.Context, req authz.Request) (authz.Decision, error)
 }
 
-// Auditor takes the gateway's own audit events (host key mismatches,
-// command rule matches). *audit.Log implements it.
+// Auditor takes the gateway's own audit events (see Config.Audit).
+// *audit.Log implements it.
 type Auditor interface {
 	Append(ctx context.Context, ev audit.Event) (audit.Event, error)
 }
@@ -33,8 +36,10 @@ type Auditor interface {
 // session; Upstream.Release checks it in (which may rotate it).
 type Resolver interface {
 	// DefaultAccount returns the account used when the SSH user name
-	// names only a target ("web1" rather than "root@web1"). It is called
-	// before authorization, so it must not check anything out.
+	// names only a target ("web1" rather than "root@web1"), and fails for
+	// a target the gateway cannot reach; a ProxyJump channel calls it to
+	// tell a target from any other host. It is called before
+	// authorization, so it must not check anything out.
 	DefaultAccount(ctx context.Context, target string) (string, error)
 	// Resolve returns how to reach account on target for p, who has
 	// already been authorized to connect.
@@ -44,11 +49,18 @@ type Resolver interface {
 // Upstream is a resolved target account.
 type Upstream struct {
 	Addr    string          // host:port of the target's sshd
-	HostKey gossh.PublicKey // pinned host key; required
-	User    string          // the login name on the target
-	Auth    []gossh.AuthMethod
-	// Expires, if not zero, ends the session (grant or lease expiry).
+	HostKey gossh.PublicKey // pinned host key; nil: none
+	// HostCA, if set, accepts a host certificate it signed whose
+	// principals include Addr's host, besides HostKey. One of HostKey and
+	// HostCA is required.
+	HostCA gossh.PublicKey
+	User   string // the login name on the target
+	Auth   []gossh.AuthMethod
+	// Expires, if not zero, ends the connection (lease expiry).
 	Expires time.Time
+	// Rules are the target's command rules, applied to the connection's
+	// sessions in order. Nil: none.
+	Rules []Rule
 	// GrantID and LeaseID are recorded in the session's metadata.
 	GrantID, LeaseID string
 	// Release, if set, is called exactly once when the connection ends,
@@ -100,11 +112,10 @@ const (
 type Recording interface {
 	Record(typ EventType, data []byte) error
 	AddBytes(in, out int64)
-	// Context ends when the session must end: killed, or past its
-	// deadline. KillMessage then says why, for the user.
+	// Context ends when the session must end (killed). KillMessage then
+	// says why, for the user.
 	Context() context.Context
 	KillMessage() string
-	SetDeadline(t time.Time)
 	Close(ctx context.Context, status string) error
 	ID() string
 }

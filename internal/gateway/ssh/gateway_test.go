@@ -21,6 +21,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/warderhq/warder/internal/authz"
+	"github.com/warderhq/warder/internal/gateway"
 )
 
 func TestCertAuth(t *testing.T) {
@@ -147,12 +148,11 @@ func shell(t *testing.T, c *gossh.Client) (*gossh.Session, io.WriteCloser, *sync
 }
 
 func TestShellRules(t *testing.T) {
-	e := newEnv(t, func(c *Config) {
-		c.Rules = map[string][]Rule{"web1": {
-			{Pattern: regexp.MustCompile(`^rm -rf`), Action: ActionBlock},
-			{Pattern: regexp.MustCompile(`^touch`), Action: ActionAlert},
-		}}
-	})
+	e := newEnv(t, nil)
+	e.setRules(
+		Rule{Pattern: regexp.MustCompile(`^rm -rf`), Action: ActionBlock, Message: "ask the on-call lead\x1b[31m"},
+		Rule{Pattern: regexp.MustCompile(`^touch`), Action: ActionAlert},
+	)
 	marker := filepath.Join(e.user.HomeDir, "x")
 	if err := os.WriteFile(marker, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func TestShellRules(t *testing.T) {
 	}
 	// Typed with a correction, as a person would.
 	io.WriteString(in, "rm -rf ~/xx\x7f\r")
-	out.waitFor(t, regexp.MustCompile(`warder: command blocked by rule "\^rm -rf"`))
+	out.waitFor(t, regexp.MustCompile(`warder: command blocked by rule "\^rm -rf": ask the on-call lead \[31m\r`))
 	io.WriteString(in, "touch ~/y; echo done-$((6*7))\r")
 	out.waitFor(t, regexp.MustCompile(`done-42`))
 	if _, err := os.Stat(marker); err != nil {
@@ -211,9 +211,8 @@ func TestShellRules(t *testing.T) {
 }
 
 func TestExecRuleBlocked(t *testing.T) {
-	e := newEnv(t, func(c *Config) {
-		c.Rules = map[string][]Rule{"web1": {{Pattern: regexp.MustCompile(`rm -rf`), Action: ActionBlock}}}
-	})
+	e := newEnv(t, nil)
+	e.setRules(Rule{Pattern: regexp.MustCompile(`rm -rf`), Action: ActionBlock, Message: "not on web1"})
 	marker := filepath.Join(e.user.HomeDir, "x")
 	os.WriteFile(marker, nil, 0o644)
 	c := e.mustDial("web1")
@@ -223,7 +222,7 @@ func TestExecRuleBlocked(t *testing.T) {
 	}
 	out, err := s.CombinedOutput("rm -rf " + marker)
 	var exit *gossh.ExitError
-	if !errors.As(err, &exit) || exit.ExitStatus() != 126 || !strings.Contains(string(out), "command blocked") {
+	if !errors.As(err, &exit) || exit.ExitStatus() != 126 || !strings.Contains(string(out), `command blocked by rule "rm -rf": not on web1`) {
 		t.Fatalf("got %q, %v", out, err)
 	}
 	if _, err := os.Stat(marker); err != nil {
@@ -235,9 +234,9 @@ func TestExecRuleBlocked(t *testing.T) {
 }
 
 func TestRealSSHClient(t *testing.T) {
-	e := newEnv(t, func(c *Config) {
-		c.Rules = map[string][]Rule{"web1": {{Pattern: regexp.MustCompile(`^rm -rf`), Action: ActionBlock}}}
-	})
+	e := newEnv(t, nil)
+	e.setRules(Rule{Pattern: regexp.MustCompile(`^rm -rf`), Action: ActionBlock})
+	e.authz.denyAction = map[string]bool{authz.ActionPortForward: true}
 	args, port := e.opensshArgs()
 	marker := filepath.Join(e.user.HomeDir, "x")
 	os.WriteFile(marker, nil, 0o644)
@@ -311,7 +310,6 @@ func fileSum(t *testing.T, p string) string {
 
 func TestSFTP(t *testing.T) {
 	e := newEnv(t, nil)
-	e.withSFTP(t)
 	args, port := e.opensshArgs()
 	dir := t.TempDir()
 	src, sum := randomFile(t, dir, 3<<20+17)
@@ -363,7 +361,6 @@ func TestSFTP(t *testing.T) {
 
 func TestSCP(t *testing.T) {
 	e := newEnv(t, nil)
-	e.withSFTP(t)
 	args, port := e.opensshArgs()
 	dir := t.TempDir()
 	src, sum := randomFile(t, dir, 1<<20+5)
@@ -385,27 +382,6 @@ func TestSCP(t *testing.T) {
 				t.Fatal("downloaded file differs")
 			}
 		})
-	}
-}
-
-func TestPortForwardRefused(t *testing.T) {
-	e := newEnv(t, nil)
-	c := e.mustDial("web1")
-	if conn, err := c.Dial("tcp", e.sshd.Addr()); err == nil {
-		conn.Close()
-		t.Error("direct-tcpip was allowed")
-	}
-	if ln, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
-		ln.Close()
-		t.Error("tcpip-forward was allowed")
-	}
-	// The connection still works.
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := s.Output("echo ok"); err != nil || string(out) != "ok\n" {
-		t.Fatalf("%q %v", out, err)
 	}
 }
 
@@ -499,8 +475,11 @@ func TestExpiry(t *testing.T) {
 	if err == nil || time.Since(start) > 10*time.Second {
 		t.Fatalf("sleep 30 ended after %s: %v", time.Since(start), err)
 	}
-	if !strings.Contains(out.String(), "time is up") {
+	if !strings.Contains(out.String(), "warder: "+gateway.MsgExpired) {
 		t.Errorf("output %q", out)
+	}
+	if st := e.rec.wait(t, 0).waitClosed(t); st != StatusExpired {
+		t.Errorf("status %q, want %q", st, StatusExpired)
 	}
 }
 

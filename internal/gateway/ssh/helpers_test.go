@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"regexp"
@@ -18,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +36,7 @@ type env struct {
 	password string
 	ca       gossh.Signer // the user CA
 	host     gossh.Signer // the gateway's host key
+	hostCA   gossh.Signer // the gateway's host CA, for ProxyJump
 	srv      *Server
 	addr     string
 	rec      *memRecorder
@@ -48,7 +47,13 @@ type env struct {
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
-	sshd := testenv.SSHD(t)
+	return newEnvSSHD(t, testenv.SSHDOptions{}, mod)
+}
+
+// newEnvSSHD is newEnv with a target sshd started with opts.
+func newEnvSSHD(t *testing.T, opts testenv.SSHDOptions, mod func(*Config)) *env {
+	t.Helper()
+	sshd := testenv.SSHDWith(t, opts)
 	pw := "pw-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-Secret!"
 	u := testenv.LinuxUser(t, pw)
 	hostKey, _, _, _, err := gossh.ParseAuthorizedKey([]byte(sshd.HostKey))
@@ -57,7 +62,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	}
 	e := &env{
 		t: t, sshd: sshd, user: u, password: pw,
-		ca: newSigner(t), host: newSigner(t),
+		ca: newSigner(t), host: newSigner(t), hostCA: newSigner(t),
 		rec: &memRecorder{}, audit: &memAudit{}, authz: &fakeAuthz{},
 	}
 	e.res = &fakeResolver{targets: map[string]Upstream{
@@ -65,6 +70,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	}, defaultAccount: u.Username}
 	cfg := Config{
 		HostSigner:    e.host,
+		HostCA:        e.hostCA,
 		UserCA:        e.ca.PublicKey(),
 		Authz:         e.authz,
 		Upstream:      e.res,
@@ -204,12 +210,11 @@ func (e *env) mustDial(user string) *gossh.Client {
 	return c
 }
 
-// opensshArgs writes a key, its certificate and a known_hosts file for
-// the real ssh, scp and sftp, and returns their common options and the
-// gateway's port.
-func (e *env) opensshArgs() ([]string, string) {
+// writeUserKey writes a key and its certificate for alice into dir, for
+// the real ssh, scp and sftp, and returns the key's path (the
+// certificate's is that plus "-cert.pub").
+func (e *env) writeUserKey(dir string) string {
 	e.t.Helper()
-	dir := e.t.TempDir()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		e.t.Fatal(err)
@@ -226,6 +231,16 @@ func (e *env) opensshArgs() ([]string, string) {
 	keyPath := filepath.Join(dir, "id_ed25519")
 	writeFile(e.t, keyPath, pem.EncodeToMemory(block), 0o600)
 	writeFile(e.t, keyPath+"-cert.pub", gossh.MarshalAuthorizedKey(cert), 0o644)
+	return keyPath
+}
+
+// opensshArgs writes a key, its certificate and a known_hosts file for
+// the real ssh, scp and sftp, and returns their common options and the
+// gateway's port.
+func (e *env) opensshArgs() ([]string, string) {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	keyPath := e.writeUserKey(dir)
 	host, port, _ := net.SplitHostPort(e.addr)
 	kh := fmt.Sprintf("[%s]:%s %s", host, port, gossh.MarshalAuthorizedKey(e.host.PublicKey()))
 	writeFile(e.t, filepath.Join(dir, "known_hosts"), []byte(kh), 0o644)
@@ -300,7 +315,6 @@ type memRecording struct {
 	in, out int64
 	status  string // set by Close
 	killMsg string
-	timer   *time.Timer
 }
 
 func (r *memRecording) Record(typ EventType, data []byte) error {
@@ -328,15 +342,6 @@ func (r *memRecording) KillMessage() string {
 	return r.killMsg
 }
 
-func (r *memRecording) SetDeadline(t time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.timer != nil {
-		r.timer.Stop()
-	}
-	r.timer = time.AfterFunc(time.Until(t), func() { r.kill("the session's time is up") })
-}
-
 func (r *memRecording) kill(msg string) {
 	r.mu.Lock()
 	if r.killMsg == "" {
@@ -349,9 +354,6 @@ func (r *memRecording) kill(msg string) {
 func (r *memRecording) Close(ctx context.Context, status string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.timer != nil {
-		r.timer.Stop()
-	}
 	r.status = status
 	r.cancel()
 	return nil
@@ -424,22 +426,70 @@ func (a *memAudit) find(action string) []audit.Event {
 	return out
 }
 
-// fakeAuthz allows everything but the resources in deny, and keeps the
-// requests it saw.
+// fakeAuthz allows everything but the resources in deny and the actions
+// in denyAction, and keeps the requests it saw (Authorize) and counts
+// re-checks (Check).
 type fakeAuthz struct {
-	mu   sync.Mutex
-	deny map[string]bool
-	reqs []authz.Request
+	mu         sync.Mutex
+	deny       map[string]bool
+	denyAction map[string]bool
+	notAfter   time.Time // of allowing decisions
+	checkErr   error     // Check fails with it when set
+	reqs       []authz.Request
+	checks     int
+}
+
+func (a *fakeAuthz) decide(req authz.Request) authz.Decision {
+	if a.deny[req.Resource.String()] || a.denyAction[req.Action] {
+		return authz.Decision{Decision: "deny"}
+	}
+	return authz.Decision{Allow: true, Decision: "allow", NotAfter: a.notAfter}
 }
 
 func (a *fakeAuthz) Authorize(ctx context.Context, o audit.Origin, req authz.Request) (authz.Decision, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.reqs = append(a.reqs, req)
-	if a.deny[req.Resource.String()] {
-		return authz.Decision{Decision: "deny"}, nil
+	return a.decide(req), nil
+}
+
+func (a *fakeAuthz) Check(ctx context.Context, req authz.Request) (authz.Decision, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.checks++
+	if a.checkErr != nil {
+		return authz.Decision{}, a.checkErr
 	}
-	return authz.Decision{Allow: true, Decision: "allow"}, nil
+	return a.decide(req), nil
+}
+
+// set changes the fake's answers while connections run.
+func (a *fakeAuthz) set(f func(a *fakeAuthz)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f(a)
+}
+
+// requests returns the Authorize requests for action.
+func (a *fakeAuthz) requests(action string) []authz.Request {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []authz.Request
+	for _, r := range a.reqs {
+		if r.Action == action {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// setRules gives target web1 rules, for the connections made afterwards.
+func (e *env) setRules(rules ...Rule) {
+	e.res.mu.Lock()
+	defer e.res.mu.Unlock()
+	up := e.res.targets["web1"]
+	up.Rules = rules
+	e.res.targets["web1"] = up
 }
 
 // fakeResolver serves fixed upstreams and notes releases.
@@ -514,46 +564,60 @@ func (s *syncBuffer) waitFor(t testing.TB, re *regexp.Regexp) {
 	t.Fatalf("output never matched %s; got:\n%q", re, s.String())
 }
 
-// withSFTP points the env's target at a second sshd that serves the SFTP
-// subsystem: testenv's sshd configures none. It reuses that sshd's
-// configuration (host key, users) on another port.
-// TODO: drop once testenv.SSHD sets "Subsystem sftp internal-sftp".
-func (e *env) withSFTP(t *testing.T) {
-	t.Helper()
-	dir := filepath.Dir(e.sshd.LogPath)
-	cfg, err := os.ReadFile(filepath.Join(dir, "sshd_config"))
+// opensshConfig writes an ssh_config file like the one `warder
+// ssh-config` prints: a "gw" host for the gateway, logged in to as
+// jumpUser, and "*.warder" hosts reached through it with ProxyJump, with a
+// known_hosts file that pins the gateway's key and trusts its host CA for
+// *.warder. It returns the file's path, for ssh -F.
+func (e *env) opensshConfig(jumpUser string) string {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	keyPath := e.writeUserKey(dir)
+	host, port, _ := net.SplitHostPort(e.addr)
+	known := filepath.Join(dir, "known_hosts")
+	writeFile(e.t, known, fmt.Appendf(nil, "[%s]:%s %s@cert-authority *.warder %s", host, port,
+		gossh.MarshalAuthorizedKey(e.host.PublicKey()), gossh.MarshalAuthorizedKey(e.hostCA.PublicKey())), 0o644)
+	common := fmt.Sprintf(`    IdentityFile %s
+    CertificateFile %s-cert.pub
+    IdentitiesOnly yes
+    UserKnownHostsFile %s
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+`, keyPath, keyPath, known)
+	cfg := fmt.Sprintf("Host gw\n    HostName %s\n    Port %s\n    User %s\n%s\nHost *.warder !gw\n    ProxyJump gw\n%s", host, port, jumpUser, common, common)
+	path := filepath.Join(dir, "ssh_config")
+	writeFile(e.t, path, []byte(cfg), 0o644)
+	return path
+}
+
+// jumpDial logs in to the gateway as outerUser with outer, then through
+// a ProxyJump channel to addr as account with inner. It checks the nested
+// host key: a certificate of the host CA for the host of addr.
+func (e *env) jumpDial(outerUser string, outer gossh.Signer, addr, account string, inner gossh.Signer) (*gossh.Client, *gossh.Client, error) {
+	oc, err := e.dialWith(outerUser, outer)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	nc, err := oc.Dial("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		oc.Close()
+		return nil, nil, err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cfg = regexp.MustCompile(`(?m)^Port \d+$`).ReplaceAll(cfg, fmt.Appendf(nil, "Port %d", port))
-	cfg = append(cfg, "Subsystem sftp internal-sftp\n"...)
-	path := filepath.Join(t.TempDir(), "sshd_config")
-	writeFile(t, path, cfg, 0o600)
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-f", path, "-E", filepath.Join(filepath.Dir(path), "sshd.log"))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+	checker := &gossh.CertChecker{IsHostAuthority: func(k gossh.PublicKey, _ string) bool {
+		return keysEqual(k, e.hostCA.PublicKey())
+	}}
+	sc, chans, reqs, err := gossh.NewClientConn(nc, addr, &gossh.ClientConfig{
+		User:              account,
+		Auth:              []gossh.AuthMethod{gossh.PublicKeys(inner)},
+		HostKeyCallback:   checker.CheckHostKey,
+		HostKeyAlgorithms: []string{gossh.CertAlgoED25519v01},
+		Timeout:           10 * time.Second,
 	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("sshd with sftp did not start")
-		}
+	if err != nil {
+		nc.Close()
+		oc.Close()
+		return nil, nil, err
 	}
-	up := e.res.targets["web1"]
-	up.Addr = addr
-	e.res.targets["web1"] = up
+	return oc, gossh.NewClient(sc, chans, reqs), nil
 }

@@ -37,10 +37,30 @@ func (a recorderAdapter) Start(ctx context.Context, o audit.Origin, m Meta) (Rec
 	return sessionAdapter{s}, nil
 }
 
-// sessionAdapter converts the event type; the other methods are the
-// recording Session's own.
+// sessionAdapter converts the event type and the status; the other
+// methods are the recording Session's own.
 type sessionAdapter struct{ *recording.Session }
 
 func (s sessionAdapter) Record(typ EventType, data []byte) error {
 	return s.Session.Record(recording.EventType(typ), data)
+}
+
+// Close stores the gateway's status as one of the recording's: a session
+// closed by the idle timeout, or whose exec command was blocked, ended
+// normally (the recording's notes and the audit log say why); a failed one
+// is an error.
+func (s sessionAdapter) Close(ctx context.Context, status string) error {
+	return s.Session.Close(ctx, recordingStatus(status))
+}
+
+func recordingStatus(status string) string {
+	switch status {
+	case StatusKilled:
+		return recording.StatusKilled
+	case StatusExpired:
+		return recording.StatusExpired
+	case StatusClosed, StatusIdle, StatusBlocked:
+		return recording.StatusClosed
+	}
+	return recording.StatusError
 }

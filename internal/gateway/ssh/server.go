@@ -4,31 +4,60 @@
 // selects the target account, "ACCOUNT@TARGET" or "TARGET" (the target's
 // default account). The gateway authorizes the connection (action
 // "connect" on Account::"TARGET/ACCOUNT", context via "ssh"), logs in to
-// the target with the vaulted credential, which the user never sees, and
-// relays the session while recording it.
+// the target with what the Resolver provides (the vaulted credential, or
+// an ephemeral certificate), which the user never sees, and relays the
+// session while recording it.
 //
 // Per connection: one upstream SSH connection to the target, whose host
-// key must be the pinned one (a mismatch refuses the connection and writes
-// an audit event). Per session channel: one recording, started before the
+// key must be the pinned one or a host certificate of the target's host CA
+// (Upstream.HostKey, Upstream.HostCA; a mismatch refuses the connection
+// and writes an audit event). Per session channel: one recording, started before the
 // shell, command or subsystem runs (no recording, no session). Interactive
 // sessions record output, input and window resizes; exec sessions the
 // command line, exit status and byte counts; SFTP sessions each file
 // operation (open, close with bytes read and written, remove, rename,
 // mkdir, rmdir, setstat).
 //
-// Command rules are a guard rail, not a sandbox: they match the command
-// line reconstructed from what the user types, so a command built by a
-// script, an alias, a here-document or a program other than the shell is
-// not seen. A blocked line is not sent: the gateway sends Ctrl-E Ctrl-U to
-// clear the remote line editor and tells the user why.
+// Command rules come with the target (Upstream.Rules): a connection
+// applies those in force when it started. They are a guard rail, not a
+// sandbox: they match the command line reconstructed from what the user
+// types, so a command built by a script, an alias, a here-document or a
+// program other than the shell is not seen. A blocked line is not sent:
+// the gateway sends Ctrl-E Ctrl-U to clear the remote line editor and
+// tells the user why (the rule and its message).
 //
-// Port forwarding (direct-tcpip, tcpip-forward) and agent forwarding are
-// refused unless Config.AllowPortForward allows forwarding for the
-// principal and target (agent forwarding is always refused). Only the
-// "ACCOUNT@TARGET" form of user name is supported; OpenSSH's ProxyJump
-// (ssh -J gateway target) opens a direct-tcpip channel to the target,
-// which is refused: use the user@gateway form or, later, a ProxyCommand
-// running `warder ssh`.
+// A connection lasts as long as its access (see watchAccess): it ends,
+// with a message to the user, when the check-out lease or the just-in-time
+// grants that allowed it expire, when a re-check of the connect request
+// every Config.RecheckInterval no longer allows it (a grant revoked, a
+// policy removed, the principal disabled), and after Config.IdleTimeout
+// without data. Recorder kills (`warder session kill`, a disabled user's
+// sessions) end it at once.
+//
+// ProxyJump: with Config.HostCA set, a client logged in under a name
+// without "@" (any name: the Warder user name, say) may open a
+// direct-tcpip channel to port 22 of "TARGET" or "TARGET"+Config.JumpSuffix
+// ("web1.warder"), as `ssh -J gateway root@web1.warder` does. The gateway
+// does not dial that host: it serves a nested SSH connection over the
+// channel, presenting its host key certified by the host CA for the
+// requested name, the target's name and TARGET+JumpSuffix (valid a few
+// minutes, signed per connection), and authenticating the user again by
+// user certificate, which must name the same principal as the outer
+// connection. The nested connection's user name is the account; from
+// there on it is an "ACCOUNT@TARGET" connection like any other (its own
+// authorization, upstream, recordings, rules, kill, idle timeout). Such an
+// outer connection carries ProxyJump channels only: sessions and every
+// other forwarding on it are refused. A nested connection ends when its
+// channel closes, at the latest with the outer connection.
+//
+// Port forwarding (direct-tcpip for ssh -L and -W, tcpip-forward for
+// ssh -R) is decided per request by the policy engine, action
+// "port_forward" on the connection's account, context via "ssh", audited
+// with the direction and destination: refused unless a policy permits it.
+// Forwarded connections are relayed through the target's sshd (whose own
+// AllowTcpForwarding applies too) and are not recorded. Agent and X11
+// forwarding are always refused. ProxyJump channels are not port
+// forwarding: they never leave the gateway.
 package ssh
 
 import (
@@ -40,7 +69,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -53,27 +81,12 @@ import (
 // Session statuses, passed to Recording.Close and Upstream.Release.
 const (
 	StatusClosed  = "closed"  // ended normally
-	StatusKilled  = "killed"  // Recording.Context ended (kill, expiry)
+	StatusKilled  = "killed"  // Recording.Context ended (kill), or access withdrawn
+	StatusExpired = "expired" // the lease or grant that allowed it expired
 	StatusIdle    = "idle"    // closed by the idle timeout
 	StatusFailed  = "failed"  // the upstream or the recording failed
 	StatusBlocked = "blocked" // an exec command matched a block rule
 )
-
-// RuleAction is what a matching command rule does.
-type RuleAction string
-
-// The rule actions.
-const (
-	ActionAlert RuleAction = "alert" // audit and note the command, let it run
-	ActionBlock RuleAction = "block" // audit and note the command, do not send it
-)
-
-// Rule is a command rule: a regular expression matched against each
-// reconstructed command line (and each exec command).
-type Rule struct {
-	Pattern *regexp.Regexp
-	Action  RuleAction
-}
 
 // Config configures a Server. New does not modify it, and it must not be
 // modified afterwards.
@@ -83,6 +96,14 @@ type Config struct {
 	Listen string
 	// HostSigner is the gateway's host key. Required.
 	HostSigner gossh.Signer
+	// HostCA certifies HostSigner's key under target names for ProxyJump
+	// connections (see the package documentation). Nil: ProxyJump is
+	// refused like any other port forwarding.
+	HostCA gossh.Signer
+	// JumpSuffix is the domain suffix of ProxyJump host names: a channel
+	// to "web1"+JumpSuffix, or to "web1", reaches target web1. Empty:
+	// ".warder".
+	JumpSuffix string
 	// UserCA is the CA whose user certificates authenticate people. The
 	// principal is the certificate's first valid principal of the form
 	// "user:NAME" or "machine:NAME", else its key id of that form. Nil:
@@ -91,27 +112,31 @@ type Config struct {
 	// PasswordAuth, if set, authenticates a password (a Warder token) for
 	// the requested SSH user name. Nil: no password authentication.
 	PasswordAuth func(ctx context.Context, user, password string) (identity.Principal, error)
-	// Authz authorizes each connection. Required.
+	// Authz authorizes each connection and port forwarding request, and
+	// re-checks live connections. Required.
 	Authz Authorizer
+	// PrincipalActive, if set, reports whether p may still connect (not
+	// disabled or deleted), at connect and at each re-check: a
+	// certificate outlives a disabled account. Nil: not checked.
+	PrincipalActive func(ctx context.Context, p identity.Principal) (bool, error)
 	// Upstream resolves targets and credentials. Required.
 	Upstream Resolver
 	// Recorder records every session. Required: the gateway does not
 	// relay unrecorded sessions.
 	Recorder Recorder
-	// Audit receives host key mismatches and rule matches. Nil: they are
-	// only logged.
+	// Audit receives the gateway's own events: host key mismatches,
+	// command rule matches, sessions ended because their access ended,
+	// failed handshakes (rate-limited). Nil: they are only logged.
 	Audit Auditor
-	// Rules are the command rules per target name. Nil: none.
-	Rules map[string][]Rule
-	// NewLineBuffer returns a line reconstructor for a session's input;
-	// required when Rules is not empty.
+	// NewLineBuffer returns a line reconstructor for a session's input,
+	// for the command rules. Nil: RecordingLineBuffer.
 	NewLineBuffer func() LineBuffer
 	// IdleTimeout closes a connection on which no data moved for that
 	// long. Zero: never.
 	IdleTimeout time.Duration
-	// AllowPortForward reports whether p may forward ports through the
-	// target. Nil: port forwarding is always refused.
-	AllowPortForward func(p identity.Principal, target string) bool
+	// RecheckInterval is how often a live connection's access is checked
+	// again (gateway.Watch). Zero: gateway.DefaultRecheck (10 seconds).
+	RecheckInterval time.Duration
 	// HandshakeTimeout bounds the client's SSH handshake including
 	// authentication. Zero: 30 seconds.
 	HandshakeTimeout time.Duration
@@ -142,7 +167,8 @@ type Server struct {
 	now     func() time.Time
 	checker gossh.CertChecker
 
-	wg sync.WaitGroup // one per connection being served
+	wg      sync.WaitGroup // one per connection being served
+	hsAudit handshakeAudit // rate of failed-handshake audit events
 
 	// mu protects the following.
 	mu        sync.Mutex
@@ -165,21 +191,20 @@ func New(cfg Config) (*Server, error) {
 	case cfg.Recorder == nil:
 		return nil, errors.New("ssh: Config.Recorder is required")
 	}
-	for target, rules := range cfg.Rules {
-		for i, r := range rules {
-			if r.Pattern == nil {
-				return nil, fmt.Errorf("ssh: rule %d of target %q has no pattern", i, target)
-			}
-			if r.Action != ActionAlert && r.Action != ActionBlock {
-				return nil, fmt.Errorf("ssh: rule %d of target %q: action %q, want alert or block", i, target, r.Action)
-			}
-		}
-		if len(rules) > 0 && cfg.NewLineBuffer == nil {
-			return nil, errors.New("ssh: Config.NewLineBuffer is required with command rules")
-		}
+	if cfg.NewLineBuffer == nil {
+		cfg.NewLineBuffer = RecordingLineBuffer
+	}
+	if cfg.IdleTimeout < 0 || cfg.RecheckInterval < 0 {
+		return nil, errors.New("ssh: negative Config.IdleTimeout or Config.RecheckInterval")
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = ":2222"
+	}
+	if cfg.JumpSuffix == "" {
+		cfg.JumpSuffix = ".warder"
+	}
+	if !strings.HasPrefix(cfg.JumpSuffix, ".") || !jumpHostRE.MatchString(cfg.JumpSuffix[1:]) {
+		return nil, fmt.Errorf("ssh: Config.JumpSuffix %q is not a domain suffix such as \".warder\"", cfg.JumpSuffix)
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 30 * time.Second
@@ -315,6 +340,9 @@ func (s *Server) serverConfig(c *conn) *gossh.ServerConfig {
 		Config:        gossh.Config{Ciphers: Ciphers},
 		ServerVersion: "SSH-2.0-Warder",
 		MaxAuthTries:  6,
+	}
+	if c.jump != nil {
+		return s.jumpServerConfig(c, cfg)
 	}
 	cfg.AddHostKey(s.cfg.HostSigner)
 	if s.cfg.UserCA != nil {

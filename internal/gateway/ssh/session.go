@@ -260,9 +260,6 @@ func (s *session) start(ctx context.Context, r *gossh.Request, done <-chan struc
 		s.ch.Stderr().Write([]byte("warder: session recording is unavailable; the session is refused\r\n"))
 		return
 	}
-	if !c.up.Expires.IsZero() {
-		rec.SetDeadline(c.up.Expires)
-	}
 	s.rec, s.kind = rec, r.Type
 	s.recordIO = r.Type == "shell" || (r.Type == "exec" && s.pty)
 	if r.Type == "subsystem" {
@@ -289,7 +286,7 @@ func (s *session) start(ctx context.Context, r *gossh.Request, done <-chan struc
 		if rule, ok := s.checkCommand(m.Command); ok {
 			s.blocked.Store(true)
 			r.Reply(true, nil)
-			s.ch.Stderr().Write(fmt.Appendf(nil, "warder: command blocked by rule %q\r\n", rule.Pattern.String()))
+			s.ch.Stderr().Write([]byte(blockedMessage(rule) + "\r\n"))
 			s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{126}))
 			s.sendEOF()
 			s.ch.Close()
@@ -432,7 +429,7 @@ func (s *session) filter(data []byte) []byte {
 				continue
 			}
 			s.pending = s.pending[:0]
-			s.ch.Stderr().Write(fmt.Appendf(nil, "warder: command blocked by rule %q\n", rule.Pattern.String()))
+			s.ch.Stderr().Write([]byte(blockedMessage(rule) + "\n"))
 			continue
 		}
 		if !block {
@@ -444,7 +441,7 @@ func (s *session) filter(data []byte) []byte {
 		}
 		out = append(out, seg...)
 		out = append(out, 0x05, 0x15) // Ctrl-E Ctrl-U
-		msg := fmt.Appendf(nil, "\r\nwarder: command blocked by rule %q\r\n", rule.Pattern.String())
+		msg := []byte("\r\n" + blockedMessage(rule) + "\r\n")
 		s.record(Output, msg)
 		s.ch.Write(msg)
 	}

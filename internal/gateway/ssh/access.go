@@ -1,0 +1,171 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/authz"
+	"github.com/warderhq/warder/internal/gateway"
+	"github.com/warderhq/warder/internal/identity"
+)
+
+// This file keeps a connection within the access that allowed it: the
+// end of that access (watchAccess), the principal's state (accessChecker)
+// and port forwarding, decided per request (authorizeForward).
+
+// errInactive means the principal was disabled or deleted.
+var errInactive = errors.New("the principal is disabled or deleted")
+
+// checkActive fails with errInactive when Config.PrincipalActive says p
+// may no longer connect.
+func (s *Server) checkActive(ctx context.Context, p identity.Principal) error {
+	if s.cfg.PrincipalActive == nil {
+		return nil
+	}
+	ok, err := s.cfg.PrincipalActive(ctx, p)
+	switch {
+	case err != nil:
+		return fmt.Errorf("check principal %s: %w", p.Actor(), err)
+	case !ok:
+		return fmt.Errorf("%s: %w", p.Actor(), errInactive)
+	}
+	return nil
+}
+
+// accessChecker is the gateway.Checker of one connection's re-checks: a
+// principal no longer active is denied; otherwise the policies decide.
+type accessChecker struct {
+	s *Server
+	p identity.Principal
+}
+
+func (a accessChecker) Check(ctx context.Context, req authz.Request) (authz.Decision, error) {
+	if err := a.s.checkActive(ctx, a.p); err != nil {
+		if errors.Is(err, errInactive) {
+			return authz.Decision{Decision: "deny", Policies: []string{}}, nil
+		}
+		return authz.Decision{}, err
+	}
+	return a.s.cfg.Authz.Check(ctx, req)
+}
+
+// accessDeadline is when the connection's access ends on its own: the
+// earlier of the check-out lease's expiry and the decision's NotAfter
+// (the end of the just-in-time grants that alone allowed it); zero for
+// neither.
+func (c *conn) accessDeadline() time.Time {
+	d := c.up.Expires
+	if !c.notAfter.IsZero() && (d.IsZero() || c.notAfter.Before(d)) {
+		d = c.notAfter
+	}
+	return d
+}
+
+// watchAccess ends the connection, with a message to the user on every
+// session, when its access ends: at accessDeadline, or when a re-check of
+// the connect request every Config.RecheckInterval no longer allows it
+// (grant revoked or expired, policy removed, principal disabled; see
+// gateway.Watch). It returns when ctx ends.
+func (c *conn) watchAccess(ctx context.Context) {
+	s := c.srv
+	log := s.log.With("conn", c.id)
+	gateway.Watch(ctx, accessChecker{s, c.p}, c.req, c.accessDeadline(), s.cfg.RecheckInterval, log, func(msg string) {
+		status := StatusKilled
+		if msg == gateway.MsgExpired {
+			status = StatusExpired
+		}
+		s.log.Info("ssh: access ended; closing the connection", "conn", c.id, "principal", c.p.Actor(),
+			"target", c.target, "account", c.account, "reason", msg)
+		c.audit(ctx, "ssh.access_ended", accountUID(c.target, c.account).String(), audit.OutcomeDeny, map[string]string{"reason": msg})
+		c.end(status, msg)
+	})
+}
+
+// end notes why in every started session's recording, then shuts the
+// connection down with status and tells the user "warder: msg".
+func (c *conn) end(status, msg string) {
+	c.mu.Lock()
+	var recs []Recording
+	for s := range c.sessions {
+		if s.isStarted() && s.rec != nil {
+			recs = append(recs, s.rec)
+		}
+	}
+	c.mu.Unlock()
+	for _, r := range recs {
+		// A recording closing meanwhile refuses the note; its session
+		// ends anyway.
+		r.Record(Note, fmt.Appendf(nil, `{"event":"ended","status":%q,"message":%q}`, status, msg))
+	}
+	c.shutdown(status, "warder: "+msg)
+}
+
+// authorizeForward decides one port forwarding request with the policy
+// engine: action port_forward on the connection's account, context as the
+// connection's (via ssh); the decision is audited with the direction
+// ("local" for ssh -L and -W, "remote" for ssh -R) and the destination.
+// Refused when the decision cannot be made.
+func (c *conn) authorizeForward(ctx context.Context, direction, host string, port uint32) bool {
+	s := c.srv
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	req := c.req
+	req.Action = authz.ActionPortForward
+	req.Details = map[string]string{
+		"connection":  c.id,
+		"forward":     direction,
+		"destination": net.JoinHostPort(clip(host, 255), strconv.FormatUint(uint64(port), 10)),
+	}
+	d, err := s.cfg.Authz.Authorize(ctx, c.origin, req)
+	if err != nil || !d.Allow {
+		s.log.Info("ssh: port forwarding refused", "conn", c.id, "principal", c.p.Actor(), "target", c.target,
+			"forward", direction, "destination", req.Details["destination"], "err", err)
+		return false
+	}
+	return true
+}
+
+// directTCPIP serves a local forward (ssh -L, -W): a direct-tcpip channel
+// to host:port as seen from the target, relayed through the target's sshd
+// if the policy allows it.
+func (c *conn) directTCPIP(ctx context.Context, nch gossh.NewChannel) {
+	var d struct {
+		Host     string
+		Port     uint32
+		OrigHost string
+		OrigPort uint32
+	}
+	if gossh.Unmarshal(nch.ExtraData(), &d) != nil {
+		nch.Reject(gossh.ConnectionFailed, "warder: malformed forwarding request")
+		return
+	}
+	if !c.authorizeForward(ctx, "local", d.Host, d.Port) {
+		nch.Reject(gossh.Prohibited, "warder: port forwarding is not allowed")
+		return
+	}
+	c.forward(nch, c.upConn)
+}
+
+// remoteForward answers a tcpip-forward request (ssh -R): it asks the
+// target to listen if the policy allows it. The target's forwarded-tcpip
+// channels are accepted once one remote forward was allowed.
+func (c *conn) remoteForward(r *gossh.Request) {
+	var m struct {
+		Addr string
+		Port uint32
+	}
+	if gossh.Unmarshal(r.Payload, &m) != nil || !c.authorizeForward(context.Background(), "remote", m.Addr, m.Port) {
+		r.Reply(false, nil)
+		return
+	}
+	c.remoteForwards.Store(true)
+	ok, payload, err := c.upConn.SendRequest(r.Type, r.WantReply, r.Payload)
+	r.Reply(ok && err == nil, payload)
+}
