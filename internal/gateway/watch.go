@@ -6,6 +6,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/warderhq/warder/internal/authz"
@@ -19,6 +20,9 @@ type Checker interface {
 
 // DefaultRecheck is how often Watch re-checks when given no interval.
 const DefaultRecheck = 10 * time.Second
+
+// maxCheckTime bounds one re-check: one that takes longer fails.
+const maxCheckTime = 5 * time.Second
 
 // maxCheckErrors is how many consecutive failed re-checks end a session:
 // access that cannot be confirmed for that long is treated as withdrawn.
@@ -42,8 +46,12 @@ const (
 //     unavailable): the session fails closed.
 //
 // A re-check that allows only through grants moves nothing: the deadline
-// the caller passed already includes the Decision's NotAfter. Watch
-// returns after calling end, or when ctx ends without calling it.
+// the caller passed already includes the Decision's NotAfter. Each
+// re-check is bounded (the interval, at most 5 s) and the deadline fires on
+// its own timer, so a store that hangs cannot keep a session past its
+// deadline. Watch returns after end was called, or when ctx ends; end may
+// run on another goroutine (the deadline's timer) and is called at most
+// once.
 func Watch(ctx context.Context, c Checker, req authz.Request, deadline time.Time, interval time.Duration, log *slog.Logger, end func(msg string)) {
 	if interval <= 0 {
 		interval = DefaultRecheck
@@ -51,11 +59,18 @@ func Watch(ctx context.Context, c Checker, req authz.Request, deadline time.Time
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var expire <-chan time.Time
+	var once sync.Once
+	ended := make(chan struct{})
+	finish := func(msg string) {
+		once.Do(func() {
+			end(msg)
+			close(ended)
+		})
+	}
 	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
+		// The deadline does not wait for a re-check that hangs.
+		t := time.AfterFunc(time.Until(deadline), func() { finish(MsgExpired) })
 		defer t.Stop()
-		expire = t.C
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -64,12 +79,13 @@ func Watch(ctx context.Context, c Checker, req authz.Request, deadline time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case <-expire:
-			end(MsgExpired)
+		case <-ended:
 			return
 		case <-tick.C:
 		}
-		d, err := c.Check(ctx, req)
+		cctx, cancel := context.WithTimeout(ctx, min(interval, maxCheckTime))
+		d, err := c.Check(cctx, req)
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -78,11 +94,11 @@ func Watch(ctx context.Context, c Checker, req authz.Request, deadline time.Time
 			log.Warn("gateway: re-check of a live session failed", "principal", req.Principal.String(),
 				"resource", req.Resource.String(), "failures", failures, "err", err)
 			if failures >= maxCheckErrors {
-				end(MsgUnchecked)
+				finish(MsgUnchecked)
 				return
 			}
 		case !d.Allow:
-			end(MsgWithdrawn)
+			finish(MsgWithdrawn)
 			return
 		default:
 			failures = 0

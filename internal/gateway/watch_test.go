@@ -74,3 +74,27 @@ func TestWatch(t *testing.T) {
 		}
 	})
 }
+
+// A re-check that hangs neither keeps the session past its deadline nor
+// counts as allowing.
+func TestWatchHangingCheck(t *testing.T) {
+	got := make(chan string, 2)
+	go Watch(context.Background(), hangCtx{}, req, time.Now().Add(50*time.Millisecond), time.Millisecond, nil,
+		func(m string) { got <- m })
+	select {
+	case m := <-got:
+		if m != MsgExpired && m != MsgUnchecked {
+			t.Errorf("end(%q)", m)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a hanging re-check kept the session past its deadline")
+	}
+}
+
+// hangCtx is a Checker that blocks until its context ends, then fails.
+type hangCtx struct{}
+
+func (hangCtx) Check(ctx context.Context, _ authz.Request) (authz.Decision, error) {
+	<-ctx.Done()
+	return authz.Decision{}, ctx.Err()
+}

@@ -14,11 +14,18 @@ import (
 	"github.com/warderhq/warder/internal/vault"
 )
 
+// checkouter checks accounts out and in; *vault.Vault implements it.
+type checkouter interface {
+	Checkout(ctx context.Context, o audit.Origin, req vault.CheckoutRequest) (vault.Lease, error)
+	Checkin(ctx context.Context, o audit.Origin, p identity.Principal, account string) (vault.Lease, error)
+}
+
 // leaseVault is what sessionLeases needs of the vault; *vault.Vault
 // implements it.
 type leaseVault interface {
 	Checkout(ctx context.Context, o audit.Origin, req vault.CheckoutRequest) (vault.Lease, error)
-	Checkin(ctx context.Context, o audit.Origin, p identity.Principal, account string) (vault.Lease, error)
+	Leases(ctx context.Context, account string) (vault.LeaseList, error)
+	CheckinLease(ctx context.Context, o audit.Origin, p identity.Principal, leaseID string) (vault.Lease, error)
 }
 
 // sessionLeases shares one vault check-out among the concurrent gateway
@@ -58,7 +65,7 @@ func newSessionLeases(v leaseVault, log *slog.Logger) *sessionLeases {
 
 // acquire checks req.Account out for a session through s, or, with a nil
 // s, through v without sharing; see sessionLeases.Acquire.
-func acquire(ctx context.Context, s *sessionLeases, v leaseVault, log *slog.Logger, o audit.Origin, req vault.CheckoutRequest) (vault.Lease, func(), error) {
+func acquire(ctx context.Context, s *sessionLeases, v checkouter, log *slog.Logger, o audit.Origin, req vault.CheckoutRequest) (vault.Lease, func(), error) {
 	if s != nil {
 		return s.Acquire(ctx, o, req)
 	}
@@ -67,7 +74,15 @@ func acquire(ctx context.Context, s *sessionLeases, v leaseVault, log *slog.Logg
 		return vault.Lease{}, nil, err
 	}
 	var once sync.Once
-	return l, func() { once.Do(func() { checkin(ctx, v, o, req.Principal, req.Account, log) }) }, nil
+	return l, func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if _, err := v.Checkin(ctx, o, req.Principal, req.Account); err != nil && !errkind.Is(err, errkind.NotFound) && log != nil {
+				log.Warn("gateway: check-in after session", "account", req.Account, "err", err)
+			}
+		})
+	}, nil
 }
 
 // Acquire returns a lease on req.Account for req.Principal, with a copy of
@@ -110,16 +125,58 @@ func (s *sessionLeases) Acquire(ctx context.Context, o audit.Origin, req vault.C
 			s.release(k, sh, o, req.Principal)
 			return vault.Lease{}, nil, ctx.Err()
 		}
+		if sh.err == nil {
+			// Join only a lease the vault still holds open (not checked
+			// in or force-checked-in meanwhile), with its current expiry
+			// (it may have been extended).
+			open, err := s.open(ctx, sh.lease)
+			if err != nil || open.ID == "" {
+				s.release(k, sh, o, req.Principal)
+				if err != nil {
+					return vault.Lease{}, nil, err
+				}
+				s.forget(k, sh)
+				return s.Acquire(ctx, o, req)
+			}
+			s.mu.Lock()
+			sh.lease.ExpiresAt = open.ExpiresAt
+			s.mu.Unlock()
+		}
 	}
 	if sh.err != nil {
 		err := sh.err
 		s.release(k, sh, o, req.Principal)
 		return vault.Lease{}, nil, err
 	}
+	s.mu.Lock()
 	l := sh.lease
+	s.mu.Unlock()
 	l.Credential = cloneCredential(sh.lease.Credential)
 	var once sync.Once
 	return l, func() { once.Do(func() { s.release(k, sh, o, req.Principal) }) }, nil
+}
+
+// open returns the vault's open lease l.ID, or a zero Lease if it ended.
+func (s *sessionLeases) open(ctx context.Context, l vault.Lease) (vault.Lease, error) {
+	ls, err := s.vault.Leases(ctx, l.Account)
+	if err != nil {
+		return vault.Lease{}, err
+	}
+	for _, x := range ls.Leases {
+		if x.ID == l.ID {
+			return x, nil
+		}
+	}
+	return vault.Lease{}, nil
+}
+
+// forget stops sharing sh: new sessions check out afresh.
+func (s *sessionLeases) forget(k leaseKey, sh *sharedLease) {
+	s.mu.Lock()
+	if s.held[k] == sh {
+		delete(s.held, k)
+	}
+	s.mu.Unlock()
 }
 
 // release ends one session's use of sh; the last one checks the account
@@ -140,17 +197,13 @@ func (s *sessionLeases) release(k leaseKey, sh *sharedLease, o audit.Origin, p i
 	if sh.lease.Credential != nil {
 		clear(sh.lease.Credential.Secret)
 	}
-	if sh.err == nil && current {
-		checkin(context.Background(), s.vault, o, p, k.account, s.log)
-	}
-}
-
-// checkin checks account in for p after a session, logging failures.
-func checkin(ctx context.Context, v leaseVault, o audit.Origin, p identity.Principal, account string, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if _, err := v.Checkin(ctx, o, p, account); err != nil && !errkind.Is(err, errkind.NotFound) && log != nil {
-		log.Warn("gateway: check-in after session", "account", account, "err", err)
+	if sh.err == nil {
+		// By lease id: never a newer lease of the principal on the account.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := s.vault.CheckinLease(ctx, o, p, sh.lease.ID); err != nil && !errkind.Is(err, errkind.NotFound) {
+			s.log.Warn("gateway: check-in after session", "account", k.account, "lease", sh.lease.ID, "err", err)
+		}
 	}
 }
 

@@ -104,5 +104,22 @@ func TestSessionLeasesShared(t *testing.T) {
 	if err != nil || l.ID == leases[0].ID {
 		t.Fatalf("next session: lease %s, %v; want a new lease", l.ID, err)
 	}
+	// An administrator force-checks it in while the session runs: a new
+	// session does not join the ended lease, and the old session's end
+	// does not check in the new one.
+	if _, err := s.vault.ForceCheckin(ctx, o, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	l2, done2, err := s.sessionLeases.Acquire(ctx, o, req(carol))
+	if err != nil || l2.ID == l.ID {
+		t.Fatalf("session after a force check-in: lease %s, %v; want a new lease", l2.ID, err)
+	}
 	done()
+	if got := held(); got != 1 {
+		t.Fatalf("the old session's end changed the new lease: %d leases held; want 1", got)
+	}
+	done2()
+	if got := held(); got != 0 {
+		t.Fatalf("after the last session: %d leases held; want 0", got)
+	}
 }

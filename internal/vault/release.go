@@ -105,6 +105,29 @@ func (v *Vault) Checkin(ctx context.Context, o audit.Origin, principal identity.
 	return ls[0], nil
 }
 
+// CheckinLease ends the lease leaseID if principal holds it and it has not
+// ended or expired: a gateway checks in the very lease its sessions used,
+// never a newer one. NotFound otherwise.
+func (v *Vault) CheckinLease(ctx context.Context, o audit.Origin, principal identity.Principal, leaseID string) (Lease, error) {
+	var account string
+	err := v.db.QueryRowContext(ctx, `SELECT account_id FROM vault_leases WHERE id = $1 AND ended_at IS NULL`, leaseID).Scan(&account)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return Lease{}, fmt.Errorf("vault: read lease: %w", err)
+	}
+	if err == nil {
+		_, now := v.nowMicros()
+		ls, err := v.endWhere(ctx, o, []string{account}, `id = $2 AND holder = $3 AND expires_at > $4`,
+			[]any{leaseID, principal.Actor(), now}, EndCheckin, "account.checkin")
+		if err != nil {
+			return Lease{}, err
+		}
+		if len(ls) == 1 {
+			return ls[0], nil
+		}
+	}
+	return Lease{}, errkind.New(errkind.NotFound, "vault: %s holds no open lease %q", principal.Actor(), clip(leaseID))
+}
+
 // ForceCheckin ends a lease whoever holds it. The caller checks that o may
 // (an administrator).
 func (v *Vault) ForceCheckin(ctx context.Context, o audit.Origin, leaseID string) (Lease, error) {

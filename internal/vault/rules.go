@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 
@@ -38,11 +39,21 @@ type Rule struct {
 	Message string `json:"message,omitempty"` // shown to the user when blocked
 }
 
-// Compile returns r's pattern compiled.
+// Compile returns r's pattern compiled. A pattern whose program exceeds
+// 4,096 instructions (x{1000}{1000} and the like) is refused: the gateways
+// match every command line and statement against it.
 func (r Rule) Compile() (*regexp.Regexp, error) {
 	re, err := regexp.Compile(r.Pattern)
 	if err != nil {
 		return nil, errkind.New(errkind.Invalid, "vault: rule pattern %q: %v", clip(r.Pattern), err)
+	}
+	parsed, err := syntax.Parse(r.Pattern, syntax.Perl)
+	if err != nil {
+		return nil, errkind.New(errkind.Invalid, "vault: rule pattern %q: %v", clip(r.Pattern), err)
+	}
+	prog, err := syntax.Compile(parsed.Simplify())
+	if err != nil || len(prog.Inst) > maxRuleRegexpProg {
+		return nil, errkind.New(errkind.Invalid, "vault: rule pattern %q is too complex (more than %d instructions)", clip(r.Pattern), maxRuleRegexpProg)
 	}
 	return re, nil
 }

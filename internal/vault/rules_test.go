@@ -55,6 +55,7 @@ func TestTargetRules(t *testing.T) {
 			{"long pattern", []Rule{{Pattern: strings.Repeat("a", maxRulePattern+1), Action: RuleAlert}}},
 			{"control in message", []Rule{{Pattern: `x`, Action: RuleBlock, Message: "a\x1b[2Jb"}}},
 			{"too many", many},
+			{"too complex", []Rule{{Pattern: `(a{100}){100}`, Action: RuleAlert}}},
 		} {
 			_, err := v.SetTargetRules(e.ctx, admin, "pg1", tc.rules)
 			wantKind(t, tc.name, err, errkind.Invalid)

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"regexp"
 	"strings"
@@ -355,5 +356,37 @@ func TestResolverPublicError(t *testing.T) {
 	wantFatal(t, "public error", err, "08006", "warder: name the account: connect as ACCOUNT@pg")
 	if strings.Contains(err.Error(), "row 42") {
 		t.Errorf("the internal detail reached the client: %v", err)
+	}
+}
+
+// TestWatchTokenRevoked: a session ends when the token that authenticated
+// it is revoked (logout), though the policy still allows.
+func TestWatchTokenRevoked(t *testing.T) {
+	var revoked atomic.Bool
+	var asked atomic.Value // the token id the re-checks ask about
+	f := newFixture(t, func(c *Config, _ *static) {
+		c.Checker, c.Recheck = &checker{}, 100*time.Millisecond
+		c.TokenLive = func(_ context.Context, id string) (identity.Token, error) {
+			asked.Store(id)
+			if revoked.Load() {
+				return identity.Token{}, fmt.Errorf("test: %w", identity.ErrBadToken)
+			}
+			return identity.Token{ID: id}, nil
+		}
+	})
+	conn := f.connect(t)
+	ctx := context.Background()
+	errc := make(chan error, 1)
+	go func() { _, err := conn.Exec(ctx, "select pg_sleep(30)"); errc <- err }()
+	time.Sleep(300 * time.Millisecond) // a few re-checks that allow
+	revoked.Store(true)
+	select {
+	case err := <-errc:
+		wantFatal(t, "revoked token", err, "57P01", gateway.MsgWithdrawn)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived its token")
+	}
+	if id, _ := asked.Load().(string); id == "" {
+		t.Error("the re-checks did not name the session's token")
 	}
 }

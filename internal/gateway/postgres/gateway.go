@@ -312,6 +312,13 @@ type Config struct {
 	// authorized); *authz.Authorizer implements it. Nil: no re-checks; a
 	// session still ends at its deadline.
 	Checker gateway.Checker
+	// TokenLive, with Checker, is also asked at every re-check whether the
+	// token that authenticated the session (its id) is still live and its
+	// principal active: an error wrapping identity.ErrBadToken ends the
+	// session (logout, revocation, expiry, a disabled user); other errors
+	// count as failed re-checks. *identity.Directory's LiveToken
+	// implements it. Nil: tokens are checked at connect only.
+	TokenLive func(ctx context.Context, id string) (identity.Token, error)
 	// Recheck is the interval of those re-checks. Zero:
 	// gateway.DefaultRecheck.
 	Recheck time.Duration
@@ -432,7 +439,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 	}()
-	var tempDelay time.Duration
+	var backoff gateway.Backoff
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -442,15 +449,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			if closed {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
-				time.Sleep(tempDelay)
+			if backoff.Retry(err) {
+				s.log.Warn("postgres gateway: accept", "err", err)
 				continue
 			}
 			return fmt.Errorf("postgres gateway: accept: %w", err)
 		}
-		tempDelay = 0
+		backoff.Reset()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

@@ -2,11 +2,14 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/gateway"
+	"github.com/warderhq/warder/internal/identity"
 )
 
 // watch keeps l's live session within its access (gateway.Watch: the
@@ -26,13 +29,34 @@ func (s *Server) watch(l *login, log *slog.Logger) (stop func()) {
 	done := make(chan struct{}) // closed when Watch has returned
 	go func() {
 		defer close(done)
-		gateway.Watch(ctx, s.cfg.Checker, l.req, l.deadline, s.cfg.Recheck, log, w.end)
+		var c gateway.Checker = s.cfg.Checker
+		if s.cfg.TokenLive != nil {
+			c = tokenChecker{Checker: c, live: s.cfg.TokenLive, id: l.tok.ID}
+		}
+		gateway.Watch(ctx, c, l.req, l.deadline, s.cfg.Recheck, log, w.end)
 	}()
 	return func() {
 		cancel()
 		<-done
 		w.cancel() // releases the derived context
 	}
+}
+
+// tokenChecker denies once the session's token is no longer live, then
+// asks the policy.
+type tokenChecker struct {
+	gateway.Checker
+	live func(ctx context.Context, id string) (identity.Token, error)
+	id   string
+}
+
+func (c tokenChecker) Check(ctx context.Context, req authz.Request) (authz.Decision, error) {
+	if _, err := c.live(ctx, c.id); errors.Is(err, identity.ErrBadToken) {
+		return authz.Decision{Decision: "deny"}, nil
+	} else if err != nil {
+		return authz.Decision{}, err
+	}
+	return c.Checker.Check(ctx, req)
 }
 
 // watched is a Session that a watch can end.

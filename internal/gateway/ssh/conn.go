@@ -416,7 +416,7 @@ func (c *conn) shutdown(status, msg string) {
 		go func() { // ends when the writes are done or the conn is closed
 			defer close(written)
 			for _, s := range sessions {
-				s.ch.Stderr().Write([]byte("\r\n" + msg + "\r\n"))
+				s.tell("\r\n" + msg + "\r\n")
 			}
 		}()
 		select {

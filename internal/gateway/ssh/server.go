@@ -75,6 +75,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/warderhq/warder/internal/gateway"
 	"github.com/warderhq/warder/internal/identity"
 )
 
@@ -261,7 +262,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 	}()
-	var delay time.Duration
+	var backoff gateway.Backoff
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -271,15 +272,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			if closed {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
+			if backoff.Retry(err) {
+				s.log.Warn("ssh: accept", "err", err)
 				continue
 			}
 			return fmt.Errorf("ssh: accept: %w", err)
 		}
-		delay = 0
+		backoff.Reset()
 		c := &conn{srv: s, nc: nc, id: newID()}
 		if !s.track(c) {
 			nc.Close()

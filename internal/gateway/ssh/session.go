@@ -42,7 +42,8 @@ type session struct {
 	in, out  atomic.Int64
 	outWG    sync.WaitGroup // stdout and stderr copiers
 	inWG     sync.WaitGroup // the input copier
-	eof      sync.Once      // sends EOF to the client
+	eofMu    sync.Mutex     // serialises CloseWrite with tell: x/crypto/ssh's CloseWrite is not safe beside a write
+	eofSent  bool           // guarded by eofMu
 	// startMu is held by start until it has answered the client, so that
 	// neither the exit status nor the channel close overtakes the answer.
 	startMu sync.Mutex
@@ -151,7 +152,25 @@ func (s *session) waitStart() {
 	defer s.startMu.Unlock()
 }
 
-func (s *session) sendEOF() { s.eof.Do(func() { s.ch.CloseWrite() }) }
+// sendEOF sends EOF to the client once.
+func (s *session) sendEOF() {
+	s.eofMu.Lock()
+	defer s.eofMu.Unlock()
+	if !s.eofSent {
+		s.eofSent = true
+		s.ch.CloseWrite()
+	}
+}
+
+// tell writes msg to the client's stderr unless EOF was sent; it may be
+// called from any goroutine.
+func (s *session) tell(msg string) {
+	s.eofMu.Lock()
+	defer s.eofMu.Unlock()
+	if !s.eofSent {
+		s.ch.Stderr().Write([]byte(msg))
+	}
+}
 
 // record adds an event to the recording; a failed recording ends the
 // connection (no unrecorded sessions).
@@ -257,7 +276,7 @@ func (s *session) start(ctx context.Context, r *gossh.Request, done <-chan struc
 	if err != nil {
 		c.srv.log.Error("ssh: start recording", "conn", c.id, "target", c.target, "err", err)
 		r.Reply(false, nil)
-		s.ch.Stderr().Write([]byte("warder: session recording is unavailable; the session is refused\r\n"))
+		s.tell("warder: session recording is unavailable; the session is refused\r\n")
 		return
 	}
 	s.rec, s.kind = rec, r.Type
@@ -286,7 +305,7 @@ func (s *session) start(ctx context.Context, r *gossh.Request, done <-chan struc
 		if rule, ok := s.checkCommand(m.Command); ok {
 			s.blocked.Store(true)
 			r.Reply(true, nil)
-			s.ch.Stderr().Write([]byte(blockedMessage(rule) + "\r\n"))
+			s.tell(blockedMessage(rule) + "\r\n")
 			s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{126}))
 			s.sendEOF()
 			s.ch.Close()
@@ -429,7 +448,7 @@ func (s *session) filter(data []byte) []byte {
 				continue
 			}
 			s.pending = s.pending[:0]
-			s.ch.Stderr().Write([]byte(blockedMessage(rule) + "\n"))
+			s.tell(blockedMessage(rule) + "\n")
 			continue
 		}
 		if !block {
