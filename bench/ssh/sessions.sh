@@ -132,7 +132,7 @@ read -r w_rss0 w_pss0 w_heap0 <<<"$(mem_warder)"
 hold gateway -addr "127.0.0.1:$PG" -user "$U@web1" -key "$KEY" -cert "$CERT"
 hp=$!
 read -r w_rss1 w_pss1 w_heap1 <<<"$(mem_warder)"
-active=$($WB session ls --active --kind ssh --format json | grep -o '"id"' | wc -l)
+active=$($WB session ls --active --kind ssh --limit 1000 --format json | grep -o '"id"' | wc -l)
 echo "active recorded sessions: $active"
 echo "warder RSS  $w_rss0 -> $w_rss1 KiB: $(per "$w_rss0" "$w_rss1") KiB/session"
 echo "warder PSS  $w_pss0 -> $w_pss1 KiB: $(per "$w_pss0" "$w_pss1") KiB/session"

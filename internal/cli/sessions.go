@@ -61,6 +61,7 @@ func (e *env) sessionListCommand() *cobra.Command {
 	cmd.Flags().StringVar(&f.Kind, "kind", "", "only ssh or db sessions")
 	cmd.Flags().StringVar(&f.Principal, "principal", "", "only sessions of this principal (user:alice)")
 	cmd.Flags().BoolVar(&f.Active, "active", false, "only sessions still running")
+	cmd.Flags().IntVar(&f.Limit, "limit", 100, "at most this many sessions, newest first (1 to 1000)")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -44,6 +45,7 @@ type SessionFilter struct {
 	Kind      string
 	Principal string
 	Active    bool
+	Limit     int // at most this many, newest first; 0: the server's default (100), at most 1000
 }
 
 // Sessions lists recorded sessions, newest first.
@@ -57,6 +59,9 @@ func (c *Client) Sessions(ctx context.Context, f SessionFilter) ([]Session, erro
 	}
 	if f.Active {
 		q.Set("active", "1")
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
 	}
 	var res struct {
 		Sessions []Session `json:"sessions"`
