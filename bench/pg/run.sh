@@ -9,6 +9,7 @@
 # against each path, interleaved so drift hits all paths alike.
 #
 #   bench/pg/run.sh               # T=30 CLIENTS=8 JOBS=2 SCALE=10
+#   PATHS="direct server" TESTS=C bench/pg/run.sh   # the real `warder dev`
 #   T=10 bench/pg/run.sh          # shorter
 #   T=10 TESTS=S PATHS="direct pgbouncer gateway" REPEAT=3 bench/pg/run.sh
 #   GWFLAGS="-cpuprofile /tmp/gw.prof" TESTS=S PATHS=gateway bench/pg/run.sh
@@ -38,6 +39,8 @@ GPORT=${GPORT:-57432}
 GWFLAGS=${GWFLAGS:-} # e.g. -cpuprofile /tmp/gw.prof
 GATEWAY_B=${GATEWAY_B:-} # a gateway binary for the path gateway-b
 GBPORT=${GBPORT:-58432}
+SPORT=${SPORT:-59432}     # path "server": a real `warder dev` (policy, vault, recordings in SQLite)
+SAPORT=${SAPORT:-59433}   # its API
 
 for c in pgbench pgbouncer openssl; do
   command -v "$c" >/dev/null || { echo "run.sh: $c not found (apt-get install postgresql-contrib pgbouncer openssl)" >&2; exit 1; }
@@ -105,6 +108,24 @@ if [ -n "$GATEWAY_B" ]; then
   GBPID=$!
   pids+=($GBPID)
 fi
+# Path "server": the real server, `warder dev`, with the bench role as a
+# vaulted account (not rotated on check-in) and the admin's API token as
+# the password: every connection is authenticated, decided by Cedar
+# (audited), checks the account out (shared by the principal's
+# connections), logs in with SCRAM and is recorded in SQLite.
+SVPID=""
+if [[ " $PATHS " == *" server "* ]]; then
+  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$DIR/warder" ./cmd/warder)
+  "$DIR/warder" dev --data-dir "$DIR/warder-data" --listen "127.0.0.1:$SAPORT" --db-listen "127.0.0.1:$SPORT" \
+    --ssh-listen "" >"$DIR/server.log" 2>&1 &
+  SVPID=$!
+  pids+=($SVPID)
+  for _ in $(seq 100); do [ -s "$DIR/warder-data/admin.token" ] && break; sleep 0.1; done
+  STOKEN=$(cat "$DIR/warder-data/admin.token")
+  export WARDER_ADDR="https://127.0.0.1:$SAPORT" WARDER_CACERT="$DIR/warder-data/ca.pem"
+  WARDER_TOKEN=$STOKEN "$DIR/warder" target add postgres pg --host 127.0.0.1 --port "$PGPORT" --option sslmode=disable >/dev/null
+  printf '%s\n' "$PW" | WARDER_TOKEN=$STOKEN "$DIR/warder" account add pg/bench --password-stdin --no-rotate-on-checkin >/dev/null
+fi
 sleep 1
 BPID=$(cat "$DIR/pgbouncer.pid")
 
@@ -117,6 +138,7 @@ conn() {
     pgbouncer-tls) echo "PGPORT=$BPORT PGUSER=bench PGPASSWORD=$PW PGSSLMODE=require" ;;
     gateway)       echo "PGPORT=$GPORT PGUSER=bench@pg PGPASSWORD=$TOKEN PGSSLMODE=require" ;;
     gateway-b)     echo "PGPORT=$GBPORT PGUSER=bench@pg PGPASSWORD=$TOKEN PGSSLMODE=require" ;;
+    server)        echo "PGPORT=$SPORT PGUSER=bench@pg PGPASSWORD=$STOKEN PGSSLMODE=require" ;;
   esac
 }
 cpu() { # CPU seconds (user+system) of a pid
@@ -133,7 +155,7 @@ for test in $TESTS; do
       C)    args=(-S -C -T "$CT") ;;
     esac
     proxy=""
-    case $path in pgbouncer*) proxy=$BPID ;; gateway) proxy=$GWPID ;; gateway-b) proxy=$GBPID ;; esac
+    case $path in pgbouncer*) proxy=$BPID ;; gateway) proxy=$GWPID ;; gateway-b) proxy=$GBPID ;; server) proxy=$SVPID ;; esac
     before=0; [ -n "$proxy" ] && before=$(cpu "$proxy")
     out=$(env $(conn "$path") PGHOST=127.0.0.1 PGDATABASE=bench pgbench -c "$CLIENTS" -j "$JOBS" "${args[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
     after=0; [ -n "$proxy" ] && after=$(cpu "$proxy")
