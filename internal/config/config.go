@@ -88,6 +88,10 @@ type Config struct {
 	// unsealed: its client CA is derived from the root key. It serves the
 	// API's TLS certificate, which then also names this host.
 	DBListen string `yaml:"db_listen"`
+	// DBRedactParams records "<redacted>" instead of each bound parameter
+	// of the database gateway's statements (the SQL text is still
+	// recorded). Default false.
+	DBRedactParams bool `yaml:"db_redact_params"`
 }
 
 // Limits on values.
@@ -177,6 +181,8 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.RecordingRetention }, check: checkRetention},
 	{key: "db_listen", help: `database (PostgreSQL) gateway listen address, host:port; "" (default): no database gateway`,
 		ptr: func(c *Config) any { return &c.DBListen }, check: checkDBListen},
+	{key: "db_redact_params", help: `record "<redacted>" instead of the bound parameters of database statements: true or false (default)`,
+		ptr: func(c *Config) any { return &c.DBRedactParams }},
 }
 
 // Keys returns the configuration keys, in a stable order, for registering
@@ -299,6 +305,12 @@ func setString(c *Config, f *field, s string) error {
 			return fmt.Errorf("%s is not an integer", quoteValue(f, s))
 		}
 		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%s is not true or false", quoteValue(f, s))
+		}
+		*p = b
 	case *time.Duration:
 		d, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil {
@@ -398,6 +410,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("session_recheck_interval", c.SessionRecheckInterval),
 		slog.Duration("recording_retention", c.RecordingRetention),
 		slog.String("db_listen", c.DBListen),
+		slog.Bool("db_redact_params", c.DBRedactParams),
 	)
 }
 

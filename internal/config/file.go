@@ -104,6 +104,12 @@ func setNode(c *Config, f *field, v *yaml.Node) error {
 			return errors.New("want an integer")
 		}
 		*p = n
+	case *bool:
+		var b bool
+		if !isScalar || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
+			return errors.New("want true or false")
+		}
+		*p = b
 	case *time.Duration:
 		if !isScalar || v.ShortTag() != "!!str" {
 			return errors.New(`want a duration such as "30s"`)

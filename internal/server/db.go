@@ -63,18 +63,19 @@ func (s *Server) newDBGateway(ctx context.Context) (*pggw.Server, error) {
 	tc.ClientCAs = ca.Pool()
 	log := s.logger.With("component", "db")
 	return pggw.New(pggw.Config{
-		Listen:    s.cfg.DBListen,
-		TLS:       tc,
-		Auth:      s.identity,
-		CertAuth:  dbCertAuth{identity: s.identity},
-		Authz:     s.authz,
-		Checker:   s.authz,
-		TokenLive: s.identity.LiveToken,
-		Recheck:   s.cfg.SessionRecheckInterval,
-		Upstream:  dbResolver{vault: s.vault, grants: s.access, log: log, leases: s.sessionLeases},
-		Recorder:  pggw.Recordings(s.recorder),
-		Audit:     s.audit,
-		Logger:    log,
+		Listen:       s.cfg.DBListen,
+		TLS:          tc,
+		Auth:         s.identity,
+		CertAuth:     dbCertAuth{identity: s.identity},
+		Authz:        s.authz,
+		Checker:      s.authz,
+		TokenLive:    s.identity.LiveToken,
+		RedactParams: s.cfg.DBRedactParams,
+		Recheck:      s.cfg.SessionRecheckInterval,
+		Upstream:     dbResolver{vault: s.vault, grants: s.access, log: log, leases: s.sessionLeases},
+		Recorder:     pggw.Recordings(s.recorder),
+		Audit:        s.audit,
+		Logger:       log,
 	})
 }
 
