@@ -150,6 +150,7 @@ type dbSession struct {
 	Target    string `json:"target"`
 	Account   string `json:"account"`
 	GrantID   string `json:"grant_id"`
+	LeaseID   string `json:"lease_id"`
 	Status    string `json:"status"`
 }
 
@@ -403,6 +404,19 @@ func TestDBGateway(t *testing.T) {
 		if n != 0 {
 			t.Error("the killed session's query still runs upstream")
 		}
+	})
+
+	t.Run("forced check-in", func(t *testing.T) {
+		b := background(t, alice, "db", "connect", "pg", "--as", app, "--", "-X", "-c", "select pg_sleep(60)")
+		s := e.waitSession(t, "active", func(s dbSession) bool { return s.Principal == "user:alice" && s.Status == "active" && s.LeaseID != "" })
+		mustOK(t, run(t, e.admin, "", "checkout", "force-checkin", s.LeaseID), "force-checkin")
+		if err := b.wait(t, "psql after its lease was force-checked-in", 15*time.Second); err == nil {
+			t.Error("psql succeeded after its check-out ended")
+		}
+		if !strings.Contains(b.stderr.String(), "ended (forced)") {
+			t.Errorf("psql stderr lacks why:\n%s", b.stderr)
+		}
+		e.waitSession(t, "killed", func(x dbSession) bool { return x.ID == s.ID && x.Status == "killed" })
 	})
 
 	t.Run("policy removed", func(t *testing.T) {

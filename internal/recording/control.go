@@ -185,33 +185,55 @@ func (r *Recorder) Kill(ctx context.Context, o audit.Origin, id, message string)
 // error.
 func (r *Recorder) KillPrincipal(ctx context.Context, o audit.Origin, principal, message string) ([]string, error) {
 	principal = sanitize(principal, maxField)
-	message = sanitize(message, maxKillMessage)
 	if principal == "" {
 		return nil, errkind.New(errkind.Invalid, "recording: kill sessions of whom? no principal given")
+	}
+	return r.killWhere(ctx, o, "principal", principal, message, func(m Meta) bool { return m.Principal == principal })
+}
+
+// KillLease ends every live session that uses the vault lease leaseID,
+// as KillPrincipal does (audit reason "lease"): the server calls it when a
+// lease ends while sessions still use it (an administrator's forced
+// check-in, the holder checking in through the API).
+func (r *Recorder) KillLease(ctx context.Context, o audit.Origin, leaseID, message string) ([]string, error) {
+	leaseID = sanitize(leaseID, maxField)
+	if leaseID == "" {
+		return nil, errkind.New(errkind.Invalid, "recording: kill sessions of which lease? none given")
+	}
+	return r.killWhere(ctx, o, "lease_id", leaseID, message, func(m Meta) bool { return m.LeaseID == leaseID })
+}
+
+// killWhere kills the active sessions whose column equals value (in the
+// store, audited) and the live ones in this process that match.
+func (r *Recorder) killWhere(ctx context.Context, o audit.Origin, column, value, message string, match func(Meta) bool) ([]string, error) {
+	message = sanitize(message, maxKillMessage)
+	reason := column
+	if column == "lease_id" {
+		reason = "lease"
 	}
 	var ids []string
 	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
 		ids = ids[:0]
 		rows, err := tx.QueryContext(ctx, `UPDATE recording_sessions SET kill_requested = 1, kill_message = $1
-			WHERE principal = $2 AND status = 'active' RETURNING id`, message, principal)
+			WHERE `+column+` = $2 AND status = 'active' RETURNING id`, message, value)
 		if err != nil {
-			return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(principal), err)
+			return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(value), err)
 		}
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
 				rows.Close()
-				return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(principal), err)
+				return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(value), err)
 			}
 			ids = append(ids, id)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(principal), err)
+			return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(value), err)
 		}
 		slices.Sort(ids)
 		for _, id := range ids {
-			details := map[string]string{"reason": "principal", "principal": principal}
+			details := map[string]string{"reason": reason, reason: value}
 			if message != "" {
 				details["message"] = message
 			}
@@ -227,7 +249,7 @@ func (r *Recorder) KillPrincipal(ctx context.Context, o audit.Origin, principal,
 	r.mu.Lock()
 	var local []*Session
 	for _, s := range r.live {
-		if s.meta.Principal == principal {
+		if match(s.meta) {
 			local = append(local, s)
 		}
 	}

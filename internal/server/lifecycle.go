@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/recording"
+	"github.com/warderhq/warder/internal/vault"
 )
 
 // lifecycleOrigin is the actor of what the server does when a principal
@@ -129,4 +132,48 @@ func parseWebhooks(list, secret string) ([]access.Webhook, error) {
 		out = append(out, access.Webhook{URL: item, Kind: kind, Secret: secret})
 	}
 	return out, nil
+}
+
+// endLeaseSessions ends the live gateway sessions that use a lease of
+// account that is no longer open: an administrator's forced check-in, or
+// the holder checking in through the API while a session still used the
+// lease. The vault calls it whenever a lease of account ends; the
+// gateways' own check-ins come after their sessions ended, so they find
+// none.
+func (s *Server) endLeaseSessions(ctx context.Context, account, reason string) {
+	if s.recorder == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	active, err := s.recorder.List(ctx, recording.Filter{Active: true, Limit: 1000})
+	if err != nil {
+		s.logger.Error("end sessions of an ended lease", "account", account, "err", err)
+		return
+	}
+	var using []string
+	for _, i := range active {
+		// The gateways record the account as "target/user".
+		if i.LeaseID != "" && i.Account == account && !slices.Contains(using, i.LeaseID) {
+			using = append(using, i.LeaseID)
+		}
+	}
+	if len(using) == 0 {
+		return
+	}
+	open, err := s.vault.Leases(ctx, account)
+	if err != nil {
+		s.logger.Error("end sessions of an ended lease", "account", account, "err", err)
+		return
+	}
+	for _, id := range using {
+		if slices.ContainsFunc(open.Leases, func(l vault.Lease) bool { return l.ID == id }) {
+			continue
+		}
+		ids, err := s.recorder.KillLease(ctx, lifecycleOrigin, id, "the check-out of "+account+" ended ("+reason+")")
+		if err != nil {
+			s.logger.Error("end sessions of an ended lease", "account", account, "lease", id, "err", err)
+		} else if len(ids) > 0 {
+			s.logger.Info("ended the live sessions of an ended lease", "account", account, "lease", id, "reason", reason, "sessions", len(ids))
+		}
+	}
 }

@@ -153,6 +153,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	// A lease that ends on an account that rotates on check-in rotates it;
 	// a disabled or deleted principal loses its leases at once.
 	s.vault.OnRelease(func(ctx context.Context, account, reason string) { s.rotation.Trigger(ctx, account, reason) })
+	// A lease that ends while gateway sessions still use it (a forced
+	// check-in) ends them.
+	s.vault.OnLeaseEnd(s.endLeaseSessions)
 	s.identity.Subscribe(s.onLifecycle)
 	hooks, err := parseWebhooks(cfg.NotifyWebhooks, cfg.NotifyWebhookSecret)
 	if err != nil {

@@ -129,7 +129,10 @@ func (s *sessionLeases) Acquire(ctx context.Context, o audit.Origin, req vault.C
 			// Join only a lease the vault still holds open (not checked
 			// in or force-checked-in meanwhile), with its current expiry
 			// (it may have been extended).
-			open, err := s.open(ctx, sh.lease)
+			s.mu.Lock()
+			cur := sh.lease
+			s.mu.Unlock()
+			open, err := s.open(ctx, cur)
 			if err != nil || open.ID == "" {
 				s.release(k, sh, o, req.Principal)
 				if err != nil {

@@ -113,6 +113,7 @@ type Vault struct {
 	// hookMu protects onRelease.
 	hookMu    sync.Mutex
 	onRelease []func(ctx context.Context, account, reason string)
+	onEnd     []func(ctx context.Context, account, reason string) // OnLeaseEnd
 
 	// relMu protects released, which is closed (and replaced) whenever a
 	// lease ends or a waiter is served in this process, to wake waiters
@@ -189,6 +190,17 @@ func (v *Vault) OnRelease(fn func(ctx context.Context, account, reason string)) 
 	v.onRelease = append(v.onRelease, fn)
 }
 
+// OnLeaseEnd registers fn to be called after any lease ends (check-in,
+// forced check-in, expiry, the holder disabled), whether or not the
+// account rotates on check-in, with the account id and the reason (an End
+// constant). Like OnRelease, fn runs synchronously after the commit and
+// should return promptly; unlike it, registering it marks nothing due.
+func (v *Vault) OnLeaseEnd(fn func(ctx context.Context, account, reason string)) {
+	v.hookMu.Lock()
+	defer v.hookMu.Unlock()
+	v.onEnd = append(v.onEnd, fn)
+}
+
 // rotationGate reports whether lease ends mark accounts rotation due.
 func (v *Vault) rotationGate() bool {
 	v.hookMu.Lock()
@@ -212,8 +224,12 @@ func (v *Vault) fireReleases(ctx context.Context, rs []release) {
 	v.wake()
 	v.hookMu.Lock()
 	hooks := append([]func(context.Context, string, string){}, v.onRelease...)
+	ends := append([]func(context.Context, string, string){}, v.onEnd...)
 	v.hookMu.Unlock()
 	for _, r := range rs {
+		for _, fn := range ends {
+			fn(ctx, r.account, r.reason)
+		}
 		if !r.rotate {
 			continue
 		}
