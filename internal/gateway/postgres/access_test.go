@@ -390,3 +390,27 @@ func TestWatchTokenRevoked(t *testing.T) {
 		t.Error("the re-checks did not name the session's token")
 	}
 }
+
+// TestStartupParams: presentation settings pass to the server; settings
+// that would change the session unseen by rules and recording do not.
+func TestStartupParams(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cfg := f.config(t, f.role+"@pg", aliceToken)
+	cfg.RuntimeParams = map[string]string{"TimeZone": "Asia/Tokyo", "search_path": "evil", "default_transaction_read_only": "on"}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for setting, want := range map[string]string{"timezone": "Asia/Tokyo", "default_transaction_read_only": "off"} {
+		var got string
+		if err := conn.QueryRow(ctx, "select current_setting($1)", setting).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", setting, got, err, want)
+		}
+	}
+	var sp string
+	if err := conn.QueryRow(ctx, "show search_path").Scan(&sp); err != nil || strings.Contains(sp, "evil") {
+		t.Errorf("search_path = %q, %v: the startup parameter was passed", sp, err)
+	}
+}

@@ -17,9 +17,14 @@
 // libpq does by default, the user name again) the Resolver's
 // Upstream.Database is used.
 //
-// Other startup parameters (client_encoding, DateStyle, TimeZone, …) pass
-// through, except options, replication (refused) and application_name,
-// which the gateway sets to "warder:<session id>" upstream.
+// Of the other startup parameters, only client presentation settings pass
+// through (client_encoding, DateStyle, TimeZone, IntervalStyle,
+// extra_float_digits, lc_monetary, lc_numeric, lc_time, bytea_output,
+// standard_conforming_strings); others (options, role, search_path,
+// default_transaction_read_only, …) are dropped and logged, because they
+// would change the session without a statement the rules and the
+// recording see: the client can SET them instead. replication is refused;
+// application_name is set to "warder:<session id>" upstream.
 //
 // # Authenticating
 //
@@ -346,6 +351,7 @@ type Config struct {
 // Server is a PostgreSQL gateway. It is safe for concurrent use.
 type Server struct {
 	cfg       Config
+	refusals  gateway.AuditLimit // rate of "db.auth" deny events
 	log       *slog.Logger
 	now       func() time.Time
 	tls       *tls.Config // cfg.TLS with ALPN "postgresql"; nil when plaintext only

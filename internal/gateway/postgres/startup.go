@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,17 @@ const (
 
 // startupParams that are not passed upstream.
 var droppedParams = map[string]bool{"user": true, "database": true, "options": true, "application_name": true}
+
+// passedParams are the startup parameters passed to the server: client
+// presentation settings that drivers send. Any other (role, search_path,
+// session_replication_role, default_transaction_read_only, …) would change
+// the session without a statement the rules and the recording could see,
+// so it is dropped (and logged); the client can SET it, recorded.
+var passedParams = map[string]bool{
+	"client_encoding": true, "datestyle": true, "timezone": true, "intervalstyle": true,
+	"extra_float_digits": true, "lc_monetary": true, "lc_numeric": true, "lc_time": true,
+	"bytea_output": true, "standard_conforming_strings": true,
+}
 
 // clientError is an error whose Message is meant for the client; the
 // error it wraps is for the log.
@@ -251,15 +263,21 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 		l.database = "" // libpq's default: not a choice
 	}
 	l.params = map[string]string{}
-	var unknown []string
+	var unknown, ignored []string
 	for k, v := range sm.Parameters {
 		switch {
 		case strings.HasPrefix(k, "_pq_."):
 			unknown = append(unknown, k)
 		case k == "replication" || droppedParams[k]:
-		default:
+		case passedParams[strings.ToLower(k)]:
 			l.params[k] = v
+		default:
+			ignored = append(ignored, k)
 		}
+	}
+	if len(ignored) > 0 {
+		slices.Sort(ignored)
+		s.log.Info("postgres gateway: startup parameters not passed to the server", "params", clipList(ignored))
 	}
 	var out []byte
 	if sm.ProtocolVersion != pgproto3.ProtocolVersion30 || len(unknown) > 0 {
@@ -332,15 +350,29 @@ func (s *Server) auditRefusal(l *login, actor, user, reason string) {
 	if s.cfg.Audit == nil {
 		return
 	}
+	// Unauthenticated clients choose how many of these there are.
+	ok, suppressed := s.refusals.Admit(s.now())
+	if !ok {
+		s.log.Info("postgres gateway: refused authentication (audit rate-limited)", "conn", l.ref, "reason", reason)
+		return
+	}
 	o := l.origin
 	o.Actor = actor
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if len(user) > 128 { // the client's choice: bounded
-		user = strings.ToValidUTF8(user[:128], "") + "…"
+	// The user name is the client's choice: bounded, valid UTF-8, no
+	// control characters.
+	user = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(user[:min(len(user), 128)], "?"))
+	details := map[string]string{"reason": reason}
+	if suppressed > 0 {
+		details["suppressed"] = strconv.Itoa(suppressed)
 	}
-	if _, err := s.cfg.Audit.Append(ctx, o.Event("db.auth", "db:"+user, audit.OutcomeDeny,
-		map[string]string{"reason": reason})); err != nil {
+	if _, err := s.cfg.Audit.Append(ctx, o.Event("db.auth", "db:"+user, audit.OutcomeDeny, details)); err != nil {
 		s.log.Error("postgres gateway: audit refused authentication", "conn", l.ref, "err", err)
 	}
 }
@@ -569,4 +601,14 @@ func (s *Server) refused(log interface {
 	}
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.Write(fatal(nil, ce.code, msg))
+}
+
+// clipList joins names for a log line, at most 16 of them, each at most
+// 64 bytes.
+func clipList(names []string) string {
+	out := make([]string, 0, min(len(names), 16))
+	for _, n := range names[:min(len(names), 16)] {
+		out = append(out, strconv.Quote(strings.ToValidUTF8(n[:min(len(n), 64)], "?")))
+	}
+	return strings.Join(out, ",")
 }

@@ -372,17 +372,17 @@ func TestGarbageHandshake(t *testing.T) {
 func TestHandshakeAuditLimit(t *testing.T) {
 	var h handshakeAudit
 	now := time.Unix(1000, 0)
-	for i := range handshakeAuditBurst {
-		if ok, _ := h.admit(now); !ok {
+	for i := range gateway.AuditBurst {
+		if ok, _ := h.Admit(now); !ok {
 			t.Fatalf("event %d refused within the burst", i)
 		}
 	}
 	for range 5 {
-		if ok, _ := h.admit(now.Add(time.Second)); ok {
+		if ok, _ := h.Admit(now.Add(time.Second)); ok {
 			t.Fatal("an event past the burst was admitted")
 		}
 	}
-	if ok, suppressed := h.admit(now.Add(handshakeAuditWindow)); !ok || suppressed != 5 {
+	if ok, suppressed := h.Admit(now.Add(handshakeAuditWindow)); !ok || suppressed != 5 {
 		t.Errorf("next window: ok=%v suppressed=%d; want true, 5", ok, suppressed)
 	}
 }

@@ -6,13 +6,13 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/warderhq/warder/internal/audit"
+	"github.com/warderhq/warder/internal/gateway"
 )
 
 // countingConn counts the bytes read from a client connection, to tell a
@@ -29,40 +29,12 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Bounds on the audit events of failed handshakes: garbage costs an
-// attacker nothing, a durable audit event does.
-const (
-	handshakeAuditBurst  = 60 // events per handshakeAuditWindow
-	handshakeAuditWindow = time.Minute
-)
+// handshakeAudit limits the audit events of failed handshakes (garbage
+// costs an attacker nothing, a durable audit event does): see
+// gateway.AuditLimit.
+type handshakeAudit = gateway.AuditLimit
 
-// handshakeAudit limits the audit events of failed handshakes to
-// handshakeAuditBurst per handshakeAuditWindow; the events dropped are
-// counted in the next one written ("suppressed").
-type handshakeAudit struct {
-	// mu protects the following.
-	mu         sync.Mutex
-	window     time.Time // start of the current window
-	n          int       // events written in it
-	suppressed int       // events dropped since the last one written
-}
-
-// admit reports whether an event may be written now and, if so, how many
-// were suppressed before it.
-func (h *handshakeAudit) admit(now time.Time) (ok bool, suppressed int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if now.Sub(h.window) >= handshakeAuditWindow {
-		h.window, h.n = now, 0
-	}
-	if h.n >= handshakeAuditBurst {
-		h.suppressed++
-		return false, 0
-	}
-	h.n++
-	suppressed, h.suppressed = h.suppressed, 0
-	return true, suppressed
-}
+const handshakeAuditWindow = gateway.AuditWindow
 
 // handshakeFailed logs a failed handshake and audits it
 // ("ssh.handshake_failed", details reason and bytes) when the client sent
@@ -90,7 +62,7 @@ func (c *conn) handshakeFailed(err error, read int64) {
 	if s.cfg.Audit == nil {
 		return
 	}
-	ok, suppressed := s.hsAudit.admit(s.now())
+	ok, suppressed := s.hsAudit.Admit(s.now())
 	if !ok {
 		return
 	}
