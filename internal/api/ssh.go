@@ -53,7 +53,7 @@ func (s *Server) sshCertificate(w http.ResponseWriter, r *http.Request, c *call)
 	now := time.Now()
 	principal := c.token.Actor()
 	cert, err := sshca.IssueUserCert(ca, sshca.UserCert{
-		Key: req.PublicKey, Principal: principal, Now: now, ValidBefore: c.token.ExpiresAt,
+		Key: req.PublicKey, Principal: principal, Now: now, ValidBefore: c.token.ExpiresAt, TokenID: c.token.ID,
 	})
 	if err != nil {
 		return errkind.New(errkind.Invalid, "api: public_key: %w", err)

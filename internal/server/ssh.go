@@ -72,5 +72,6 @@ func (s *Server) newSSHGateway(ctx context.Context) (*sshgw.Server, error) {
 		IdleTimeout:     s.cfg.SSHIdleTimeout,
 		RecheckInterval: s.cfg.SessionRecheckInterval,
 		PrincipalActive: s.principalActive,
+		TokenLive:       s.identity.LiveToken,
 	})
 }

@@ -102,7 +102,17 @@ type UserCert struct {
 	// ValidBefore ends the certificate's validity; it is capped at
 	// Now+MaxUserCertTTL.
 	ValidBefore time.Time
+	// TokenID, if set, binds the certificate to the login token it was
+	// issued to (extension TokenExt): the gateway refuses it, and ends its
+	// sessions, once that token is revoked or expired (logout).
+	TokenID string
 }
+
+// TokenExt is the user-certificate extension naming the login token the
+// certificate is bound to. Only Warder's gateway reads it; OpenSSH ignores
+// unknown extensions.
+const TokenExt = "warder-token@warder"
+
 
 // IssueUserCert signs a user certificate with ca. It permits a pty and
 // the user's rc file only: no forwarding of any kind, no X11.
@@ -135,6 +145,9 @@ func IssueUserCert(ca gossh.Signer, req UserCert) (*gossh.Certificate, error) {
 		Permissions: gossh.Permissions{Extensions: map[string]string{
 			"permit-pty": "", "permit-user-rc": "",
 		}},
+	}
+	if req.TokenID != "" {
+		cert.Permissions.Extensions[TokenExt] = req.TokenID
 	}
 	if err := cert.SignCert(rand.Reader, ca); err != nil {
 		return nil, fmt.Errorf("sshca: sign: %w", err)

@@ -24,8 +24,19 @@ import (
 var errInactive = errors.New("the principal is disabled or deleted")
 
 // checkActive fails with errInactive when Config.PrincipalActive says p
-// may no longer connect.
-func (s *Server) checkActive(ctx context.Context, p identity.Principal) error {
+// may no longer connect, or Config.TokenLive that the login token tokenID
+// is no longer live.
+func (s *Server) checkActive(ctx context.Context, p identity.Principal, tokenID string) error {
+	if s.cfg.TokenLive != nil {
+		if tokenID == "" {
+			return fmt.Errorf("%s: no login token: %w", p.Actor(), errInactive)
+		}
+		if _, err := s.cfg.TokenLive(ctx, tokenID); errors.Is(err, identity.ErrBadToken) {
+			return fmt.Errorf("%s: login token ended: %w", p.Actor(), errInactive)
+		} else if err != nil {
+			return fmt.Errorf("check the login token of %s: %w", p.Actor(), err)
+		}
+	}
 	if s.cfg.PrincipalActive == nil {
 		return nil
 	}
@@ -42,12 +53,13 @@ func (s *Server) checkActive(ctx context.Context, p identity.Principal) error {
 // accessChecker is the gateway.Checker of one connection's re-checks: a
 // principal no longer active is denied; otherwise the policies decide.
 type accessChecker struct {
-	s *Server
-	p identity.Principal
+	s       *Server
+	p       identity.Principal
+	tokenID string
 }
 
 func (a accessChecker) Check(ctx context.Context, req authz.Request) (authz.Decision, error) {
-	if err := a.s.checkActive(ctx, a.p); err != nil {
+	if err := a.s.checkActive(ctx, a.p, a.tokenID); err != nil {
 		if errors.Is(err, errInactive) {
 			return authz.Decision{Decision: "deny", Policies: []string{}}, nil
 		}
@@ -76,7 +88,7 @@ func (c *conn) accessDeadline() time.Time {
 func (c *conn) watchAccess(ctx context.Context) {
 	s := c.srv
 	log := s.log.With("conn", c.id)
-	gateway.Watch(ctx, accessChecker{s, c.p}, c.req, c.accessDeadline(), s.cfg.RecheckInterval, log, func(msg string) {
+	gateway.Watch(ctx, accessChecker{s, c.p, c.tokenID}, c.req, c.accessDeadline(), s.cfg.RecheckInterval, log, func(msg string) {
 		status := StatusKilled
 		if msg == gateway.MsgExpired {
 			status = StatusExpired

@@ -173,6 +173,46 @@ func TestPrincipalDisabled(t *testing.T) {
 	}
 }
 
+// A certificate bound to a login token works while the token is live;
+// logout (revocation) refuses new connections and ends live ones; a
+// certificate bound to no token is refused.
+func TestCertificateTokenBound(t *testing.T) {
+	var revoked atomic.Bool
+	e := newEnv(t, func(c *Config) {
+		c.RecheckInterval = 50 * time.Millisecond
+		c.TokenLive = func(_ context.Context, id string) (identity.Token, error) {
+			if id != "tok-1" || revoked.Load() {
+				return identity.Token{}, fmt.Errorf("test: %w", identity.ErrBadToken)
+			}
+			return identity.Token{ID: id}, nil
+		}
+	})
+	bound, _ := e.cert(certSpec{principals: []string{"user:alice"}, token: "tok-1"})
+	unbound, _ := e.cert(certSpec{principals: []string{"user:alice"}})
+	if c, err := e.dialWith("web1", unbound); err == nil {
+		c.Close()
+		t.Error("a certificate bound to no token was accepted")
+	}
+	c, err := e.dialWith("web1", bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, in, out := shell(t, c)
+	io.WriteString(in, "echo ready\r")
+	out.waitFor(t, regexp.MustCompile(`[\r\n]ready\r`))
+	revoked.Store(true)
+	out.waitFor(t, regexp.MustCompile(regexp.QuoteMeta("warder: "+gateway.MsgWithdrawn)))
+	waitEnded(t, s, 5*time.Second)
+	c2, err := e.dialWith("web1", bound)
+	if err == nil {
+		defer c2.Close()
+		if _, err := c2.NewSession(); err == nil {
+			t.Error("a session opened after logout")
+		}
+	}
+}
+
 // Re-checks that keep failing end the session: access that cannot be
 // confirmed is treated as withdrawn.
 func TestRecheckFailsClosed(t *testing.T) {

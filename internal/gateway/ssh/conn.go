@@ -42,6 +42,7 @@ type conn struct {
 	// Set by serve before any channel is handled, read-only afterwards.
 	sc       *gossh.ServerConn
 	p        identity.Principal
+	tokenID  string // the login token the certificate is bound to; "" if none
 	origin   audit.Origin
 	target   string
 	account  string
@@ -79,7 +80,7 @@ func (c *conn) serve() {
 	c.nc.SetDeadline(time.Time{})
 	c.sc = sc
 	p, _ := parsePrincipal(sc.Permissions.Extensions[principalExt])
-	c.p = p
+	c.p, c.tokenID = p, sc.Permissions.Extensions[tokenExt]
 	c.origin = audit.Origin{Actor: p.Actor(), Source: hostOf(sc.RemoteAddr()), RequestID: c.id}
 	c.touch()
 
@@ -189,7 +190,7 @@ func (c *conn) connect(ctx context.Context) (string, error) {
 	if ap, err := netip.ParseAddrPort(c.sc.RemoteAddr().String()); err == nil {
 		src = ap.Addr()
 	}
-	if err := s.checkActive(ctx, c.p); err != nil {
+	if err := s.checkActive(ctx, c.p, c.tokenID); err != nil {
 		return StatusFailed, err
 	}
 	c.req = authz.Request{

@@ -25,6 +25,7 @@ import (
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/sshca"
 	"github.com/warderhq/warder/internal/testenv"
 )
 
@@ -146,6 +147,7 @@ type certSpec struct {
 	before     time.Time
 	certType   uint32
 	ca         gossh.Signer // nil: the env's CA
+	token      string       // the login token it is bound to (sshca.TokenExt); "": none
 }
 
 // cert returns a user key and a certificate for it signed as spec says.
@@ -178,6 +180,9 @@ func (e *env) signCert(spec certSpec, pub gossh.PublicKey) *gossh.Certificate {
 		Key: pub, CertType: spec.certType, KeyId: spec.keyID, ValidPrincipals: spec.principals,
 		ValidAfter: uint64(spec.after.Unix()), ValidBefore: uint64(spec.before.Unix()),
 		Permissions: gossh.Permissions{Extensions: map[string]string{"permit-pty": ""}},
+	}
+	if spec.token != "" {
+		c.Permissions.Extensions[sshca.TokenExt] = spec.token
 	}
 	if err := c.SignCert(rand.Reader, spec.ca); err != nil {
 		e.t.Fatal(err)

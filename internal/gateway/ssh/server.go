@@ -77,6 +77,7 @@ import (
 
 	"github.com/warderhq/warder/internal/gateway"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/sshca"
 )
 
 // Session statuses, passed to Recording.Close and Upstream.Release.
@@ -120,6 +121,12 @@ type Config struct {
 	// disabled or deleted), at connect and at each re-check: a
 	// certificate outlives a disabled account. Nil: not checked.
 	PrincipalActive func(ctx context.Context, p identity.Principal) (bool, error)
+	// TokenLive, if set, is asked at connect and at every re-check whether
+	// the login token a user certificate is bound to (extension
+	// sshca.TokenExt) is still live: an error wrapping identity.ErrBadToken
+	// (logout, revocation, expiry) refuses the connection or ends it. With
+	// TokenLive set, a certificate bound to no token is refused.
+	TokenLive func(ctx context.Context, id string) (identity.Token, error)
 	// Upstream resolves targets and credentials. Required.
 	Upstream Resolver
 	// Recorder records every session. Required: the gateway does not
@@ -368,6 +375,9 @@ func (s *Server) serverConfig(c *conn) *gossh.ServerConfig {
 // from authentication to the connection.
 const principalExt = "warder-principal@warder"
 
+// tokenExt carries the login token a certificate is bound to.
+const tokenExt = "warder-token@warder"
+
 func principalPermissions(p identity.Principal, critical map[string]string) *gossh.Permissions {
 	return &gossh.Permissions{CriticalOptions: critical, Extensions: map[string]string{principalExt: p.Actor()}}
 }
@@ -397,7 +407,13 @@ func (s *Server) certAuth(key gossh.PublicKey) (*gossh.Permissions, error) {
 	for k, v := range cert.CriticalOptions {
 		critical[k] = v
 	}
-	return principalPermissions(p, critical), nil
+	perms := principalPermissions(p, critical)
+	if id := cert.Permissions.Extensions[sshca.TokenExt]; id != "" {
+		perms.Extensions[tokenExt] = id
+	} else if s.cfg.TokenLive != nil {
+		return nil, errors.New("ssh: the certificate is bound to no login token; run warder login again")
+	}
+	return perms, nil
 }
 
 // certPrincipal returns the Warder principal a certificate names, and the
