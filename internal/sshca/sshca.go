@@ -113,7 +113,6 @@ type UserCert struct {
 // unknown extensions.
 const TokenExt = "warder-token@warder"
 
-
 // IssueUserCert signs a user certificate with ca. It permits a pty and
 // the user's rc file only: no forwarding of any kind, no X11.
 func IssueUserCert(ca gossh.Signer, req UserCert) (*gossh.Certificate, error) {
