@@ -19,17 +19,7 @@ import (
 // between the commit and the hook) is ended at the next start.
 func TestReconcileHolders(t *testing.T) {
 	ctx := context.Background()
-	cfg := config.Default()
-	cfg.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Listen = "127.0.0.1:0"
-	s, err := New(ctx, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.DevBootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := newDevServer(t)
 	o := audit.Origin{Actor: "test"}
 	if _, err := s.identity.CreateUser(ctx, o, identity.UserSpec{Name: "carol"}); err != nil {
 		t.Fatal(err)
@@ -77,17 +67,7 @@ func TestReconcileHolders(t *testing.T) {
 // once (the hook), before any restart.
 func TestDisableEndsGrants(t *testing.T) {
 	ctx := context.Background()
-	cfg := config.Default()
-	cfg.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Listen = "127.0.0.1:0"
-	s, err := New(ctx, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.DevBootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := newDevServer(t)
 	o := audit.Origin{Actor: "test"}
 	dave := identity.Principal{Kind: identity.KindUser, Name: "dave"}
 	if _, err := s.identity.CreateUser(ctx, o, identity.UserSpec{Name: "dave"}); err != nil {
@@ -114,17 +94,7 @@ func TestDisableEndsGrants(t *testing.T) {
 // message, and leaves other users' sessions running.
 func TestLifecycleEndsSessions(t *testing.T) {
 	ctx := context.Background()
-	cfg := config.Default()
-	cfg.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Listen = "127.0.0.1:0"
-	s, err := New(ctx, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.DevBootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := newDevServer(t)
 	o := audit.Origin{Actor: "test"}
 	for _, name := range []string{"erin", "frank", "grace"} {
 		if _, err := s.identity.CreateUser(ctx, o, identity.UserSpec{Name: name}); err != nil {
@@ -165,4 +135,23 @@ func TestLifecycleEndsSessions(t *testing.T) {
 	if grace.Context().Err() != nil {
 		t.Error("another user's session ended")
 	}
+}
+
+// newDevServer returns a bootstrapped dev-mode Server on a fresh SQLite
+// store, closed when t ends.
+func newDevServer(t *testing.T) *Server {
+	t.Helper()
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.Listen = "127.0.0.1:0"
+	s, err := New(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.DevBootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -2,13 +2,11 @@ package server
 
 import (
 	"context"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
-	"github.com/warderhq/warder/internal/config"
 	"github.com/warderhq/warder/internal/connector"
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/identity"
@@ -19,17 +17,7 @@ import (
 // last to end checks it in; another person still finds it checked out.
 func TestSessionLeasesShared(t *testing.T) {
 	ctx := context.Background()
-	cfg := config.Default()
-	cfg.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Listen = "127.0.0.1:0"
-	s, err := New(ctx, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.DevBootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := newDevServer(t)
 	o := audit.Origin{Actor: "test"}
 	for _, u := range []string{"carol", "dave"} {
 		if _, err := s.identity.CreateUser(ctx, o, identity.UserSpec{Name: u}); err != nil {
