@@ -204,7 +204,8 @@ func (r *Recorder) KillLease(ctx context.Context, o audit.Origin, leaseID, messa
 }
 
 // killWhere kills the active sessions whose column equals value (in the
-// store, audited) and the live ones in this process that match.
+// store, audited once per session: one already being killed is not marked
+// or audited again) and the live ones in this process that match.
 func (r *Recorder) killWhere(ctx context.Context, o audit.Origin, column, value, message string, match func(Meta) bool) ([]string, error) {
 	message = sanitize(message, maxKillMessage)
 	reason := column
@@ -215,7 +216,7 @@ func (r *Recorder) killWhere(ctx context.Context, o audit.Origin, column, value,
 	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
 		ids = ids[:0]
 		rows, err := tx.QueryContext(ctx, `UPDATE recording_sessions SET kill_requested = 1, kill_message = $1
-			WHERE `+column+` = $2 AND status = 'active' RETURNING id`, message, value)
+			WHERE `+column+` = $2 AND status = 'active' AND kill_requested = 0 RETURNING id`, message, value)
 		if err != nil {
 			return fmt.Errorf("recording: kill sessions of %s: %w", quoteID(value), err)
 		}
