@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"time"
 )
@@ -25,3 +27,30 @@ func (b *Backoff) Retry(err error) bool {
 
 // Reset is called after a successful Accept.
 func (b *Backoff) Reset() { b.delay = 0 }
+
+// Accept accepts connections on ln and hands each to serve, until ln
+// fails for good: it returns errClosed when closed reports the gateway
+// closed, else the Accept error, prefixed with name. Other errors are
+// retried with Backoff and logged. serve returning false stops the loop
+// with errClosed (the gateway closed while the connection was accepted);
+// serve owns the connection either way.
+func Accept(ln net.Listener, name string, log *slog.Logger, closed func() bool, errClosed error, serve func(net.Conn) bool) error {
+	var b Backoff
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if closed() {
+				return errClosed
+			}
+			if b.Retry(err) {
+				log.Warn(name+": accept", "err", err)
+				continue
+			}
+			return fmt.Errorf("%s: accept: %w", name, err)
+		}
+		b.Reset()
+		if !serve(c) {
+			return errClosed
+		}
+	}
+}

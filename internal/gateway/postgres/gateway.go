@@ -445,29 +445,21 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 	}()
-	var backoff gateway.Backoff
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			if backoff.Retry(err) {
-				s.log.Warn("postgres gateway: accept", "err", err)
-				continue
-			}
-			return fmt.Errorf("postgres gateway: accept: %w", err)
-		}
-		backoff.Reset()
+	return gateway.Accept(ln, "postgres gateway", s.log, s.isClosed, ErrServerClosed, func(c net.Conn) bool {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.serveConn(c)
 		}()
-	}
+		return true
+	})
+}
+
+// isClosed reports whether Close was called.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Close stops the listeners, ends every session (the clients receive

@@ -269,34 +269,26 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 	}()
-	var backoff gateway.Backoff
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			if backoff.Retry(err) {
-				s.log.Warn("ssh: accept", "err", err)
-				continue
-			}
-			return fmt.Errorf("ssh: accept: %w", err)
-		}
-		backoff.Reset()
+	return gateway.Accept(ln, "ssh", s.log, s.isClosed, ErrServerClosed, func(nc net.Conn) bool {
 		c := &conn{srv: s, nc: nc, id: newID()}
 		if !s.track(c) {
 			nc.Close()
-			return ErrServerClosed
+			return false
 		}
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
 			c.serve()
 		}()
-	}
+		return true
+	})
+}
+
+// isClosed reports whether Close was called.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // track registers c and counts it in wg, unless the server is closed.
