@@ -269,39 +269,7 @@ func psqlEnviron(environ []string) []string {
 func (e *env) runPsql(path string, args, environ []string) error {
 	c := exec.Command(path, args...)
 	c.Env = environ
-	c.Stdin, c.Stdout, c.Stderr = e.stdin, e.stdout, e.stderr
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	if err := c.Start(); err != nil {
-		return fmt.Errorf("psql: %w", err)
-	}
-	done := make(chan struct{}) // closed when psql has ended; ends the forwarder
-	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				if s != syscall.SIGINT {
-					c.Process.Signal(s)
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
-	err := c.Wait()
-	close(done)
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		return err
-	}
-	if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return exitError{128 + int(ws.Signal())}
-	}
-	if code := c.ProcessState.ExitCode(); code != 0 {
-		return exitError{code}
-	}
-	return nil
+	return e.runChild("psql", c, false)
 }
 
 func (e *env) dbProxyCommand() *cobra.Command {

@@ -405,20 +405,29 @@ status is the remote command's, or 255 when ssh itself fails.`,
 // runSSH runs ssh with stdio passed through, forwarding signals, and
 // ends with its exit status.
 func (e *env) runSSH(path string, argv []string) error {
-	c := exec.Command(path, argv...)
+	return e.runChild("ssh", exec.Command(path, argv...), true)
+}
+
+// runChild runs c with stdio passed through and ends with its exit status
+// (128+N when a signal N ended it). SIGTERM and SIGHUP are forwarded to
+// it, and SIGINT too when forwardInt (otherwise the terminal already
+// delivers Ctrl-C to it and warder only survives it).
+func (e *env) runChild(name string, c *exec.Cmd, forwardInt bool) error {
 	c.Stdin, c.Stdout, c.Stderr = e.stdin, e.stdout, e.stderr
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	if err := c.Start(); err != nil {
-		return fmt.Errorf("ssh: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	done := make(chan struct{}) // closed when ssh has ended; ends the forwarder
+	done := make(chan struct{}) // closed when the child has ended; ends the forwarder
 	go func() {
 		for {
 			select {
 			case s := <-sigs:
-				c.Process.Signal(s)
+				if s != syscall.SIGINT || forwardInt {
+					c.Process.Signal(s)
+				}
 			case <-done:
 				return
 			}
