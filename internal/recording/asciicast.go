@@ -89,14 +89,16 @@ func appendEvent(dst []byte, t float64, typ EventType, data []byte) []byte {
 	dst = append(dst, ", \""...)
 	dst = append(dst, typ...) // validated by Record: no characters to escape
 	dst = append(dst, "\", "...)
-	dst = appendJSONString(dst, data)
+	dst = AppendJSON(dst, data)
 	return append(dst, "]\n"...)
 }
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string.
-func appendJSONString(dst, s []byte) []byte {
+// AppendJSON appends s as a JSON string; invalid UTF-8 becomes \ufffd. It
+// only reads s, so a caller may pass a string's bytes viewed in place. The
+// PostgreSQL gateway encodes its statement records with it.
+func AppendJSON(dst, s []byte) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {

@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"strconv"
 	"time"
-	"unicode/utf8"
 	"unsafe"
+
+	"github.com/warderhq/warder/internal/recording"
 )
 
 // appendStart begins a statement's record: {"sql":…[,"stmt":…].
@@ -85,53 +86,13 @@ func appendParams(dst, b []byte, redact bool) (_ []byte, ok bool) {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string; invalid UTF-8 becomes
-// U+FFFD.
+// appendJSONString appends s as a JSON string (recording.AppendJSON).
 func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, "\ufffd"...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return recording.AppendJSON(dst, unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // appendJSONBytes is appendJSONString for a byte slice.
-func appendJSONBytes(dst, b []byte) []byte {
-	return appendJSONString(dst, unsafeString(b))
-}
+func appendJSONBytes(dst, b []byte) []byte { return recording.AppendJSON(dst, b) }
 
 // normalizeSQL appends sql with comments removed (outside string
 // literals and quoted identifiers) and runs of white space collapsed to
@@ -187,10 +148,6 @@ func normalizeSQL(dst, sql []byte) []byte {
 	}
 	return dst
 }
-
-// unsafeString views b as a string for the duration of a call that does
-// not retain it.
-func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // appendMillis appends d in milliseconds with three decimals, as
 // strconv.AppendFloat(dst, float64(d.Microseconds())/1000, 'f', 3, 64)
