@@ -51,8 +51,9 @@ type Info struct {
 type Filter struct {
 	Kind      Kind
 	Principal string
-	Active    bool // only active sessions
-	Limit     int  // at most this many, newest first; 0: 100; at most 1000
+	Account   string // "target/user", as the gateways record it
+	Active    bool   // only active sessions
+	Limit     int    // at most this many, newest first; 0: 100; at most 1000
 }
 
 const infoColumns = `id, kind, principal, target, account, source, command, pty, width, height, grant_id, lease_id,
@@ -104,6 +105,10 @@ func (r *Recorder) List(ctx context.Context, f Filter) ([]Info, error) {
 	if f.Principal != "" {
 		args = append(args, f.Principal)
 		where = append(where, fmt.Sprintf("principal = $%d", len(args)))
+	}
+	if f.Account != "" {
+		args = append(args, f.Account)
+		where = append(where, fmt.Sprintf("account = $%d", len(args)))
 	}
 	if f.Active {
 		where = append(where, "status = 'active'")

@@ -145,15 +145,15 @@ func (s *Server) endLeaseSessions(ctx context.Context, account, reason string) {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	active, err := s.recorder.List(ctx, recording.Filter{Active: true, Limit: 1000})
+	// The gateways record the account as "target/user".
+	active, err := s.recorder.List(ctx, recording.Filter{Account: account, Active: true, Limit: 1000})
 	if err != nil {
 		s.logger.Error("end sessions of an ended lease", "account", account, "err", err)
 		return
 	}
 	var using []string
 	for _, i := range active {
-		// The gateways record the account as "target/user".
-		if i.LeaseID != "" && i.Account == account && !slices.Contains(using, i.LeaseID) {
+		if i.LeaseID != "" && !slices.Contains(using, i.LeaseID) {
 			using = append(using, i.LeaseID)
 		}
 	}
