@@ -133,12 +133,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	for _, c := range []connector.Connector{postgres.New(), mysql.New(), linux.New(), redis.New()} {
 		s.connectors[c.Kind()] = c
 	}
-	kinds := make([]string, 0, len(s.connectors))
-	for k := range s.connectors {
-		kinds = append(kinds, k)
-	}
 	if s.vault, err = vault.New(ctx, vault.Config{
-		DB: s.db, Audit: s.audit, Barrier: s.barrier, Authz: s.authz, Kinds: kinds, Logger: logger.With("component", "vault"),
+		DB: s.db, Audit: s.audit, Barrier: s.barrier, Authz: s.authz, Connectors: s.connectors, Logger: logger.With("component", "vault"),
 	}); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/warderhq/warder/internal/connector"
+	linuxconn "github.com/warderhq/warder/internal/connector/linux"
+	pgconn "github.com/warderhq/warder/internal/connector/postgres"
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/store"
 	"github.com/warderhq/warder/internal/testenv"
@@ -237,4 +239,27 @@ func mustAccount(t testing.TB, e *env, id string) Account {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestTargetCheckedByConnector: with Connectors configured, a target whose
+// options its connector refuses (an unknown option, a linux target with no
+// host key) is refused when it is added, not when it is first used.
+func TestTargetCheckedByConnector(t *testing.T) {
+	reg := connector.Registry{"postgres": pgconn.New(), "linux": linuxconn.New()}
+	e := newEnv(t, testenv.SQLite(t), envOpts{tweak: func(c *Config) { c.Connectors = reg }})
+	for name, spec := range map[string]TargetSpec{
+		"unknown option": {Name: "x", Kind: "postgres", Host: "h", Port: 5432, Options: map[string]string{"dbname": "app"}},
+		"bad sslmode":    {Name: "x", Kind: "postgres", Host: "h", Port: 5432, Options: map[string]string{"sslmode": "sometimes"}},
+		"no host key":    {Name: "x", Kind: "linux", Host: "h", Port: 22},
+		"other kind":     {Name: "x", Kind: "redis", Host: "h", Port: 6379},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := e.vault.AddTarget(e.ctx, admin, spec)
+			wantKind(t, "AddTarget", err, errkind.Invalid)
+		})
+	}
+	spec := TargetSpec{Name: "db1", Kind: "postgres", Host: "h", Port: 5432, Options: map[string]string{"database": "app", "sslmode": "require"}}
+	if _, err := e.vault.AddTarget(e.ctx, admin, spec); err != nil {
+		t.Fatalf("AddTarget with valid options: %v", err)
+	}
 }

@@ -100,6 +100,12 @@ func (v *Vault) validateTarget(s *TargetSpec) error {
 	if err := validateRules(s.Rules); err != nil {
 		return err
 	}
+	if c := v.connectors[s.Kind]; c != nil {
+		t := connector.Target{Kind: s.Kind, Name: s.Name, Host: s.Host, Port: s.Port, Options: s.Options}
+		if err := c.CheckTarget(t); err != nil {
+			return errkind.New(errkind.Invalid, "vault: %v", err)
+		}
+	}
 	if s.PasswordPolicy != nil {
 		if err := s.PasswordPolicy.Validate(); err != nil {
 			return err

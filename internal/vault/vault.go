@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +46,7 @@ import (
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/barrier"
+	"github.com/warderhq/warder/internal/connector"
 	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/store"
 )
@@ -80,9 +82,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
-	// Kinds lists the target kinds AddTarget accepts (the connector
-	// registry's kinds). Nil: postgres, mysql, linux and redis.
+	// Kinds lists the target kinds AddTarget accepts. Nil: the kinds of
+	// Connectors, or, without them, postgres, mysql, linux and redis.
 	Kinds []string
+	// Connectors, when set, validate a new target's address and options
+	// (the connector's CheckTarget) before it is stored, so a target that
+	// could never be reached or verified is refused when it is added.
+	Connectors connector.Registry
 	// DefaultLeaseTTL is the lease lifetime when a check-out names none.
 	// Zero: 1 hour.
 	DefaultLeaseTTL time.Duration
@@ -105,6 +111,7 @@ type Vault struct {
 	log        *slog.Logger
 	now        func() time.Time
 	kinds      []string
+	connectors connector.Registry
 	defaultTTL time.Duration
 	maxTTL     time.Duration
 	poll       time.Duration
@@ -138,7 +145,7 @@ func New(ctx context.Context, cfg Config) (*Vault, error) {
 	}
 	v := &Vault{
 		db: cfg.DB, audit: cfg.Audit, cipher: cfg.Barrier, authz: cfg.Authz, log: cfg.Logger, now: cfg.Now,
-		kinds: cfg.Kinds, defaultTTL: cfg.DefaultLeaseTTL, maxTTL: cfg.MaxLeaseTTL, poll: cfg.WaitPoll,
+		kinds: cfg.Kinds, connectors: cfg.Connectors, defaultTTL: cfg.DefaultLeaseTTL, maxTTL: cfg.MaxLeaseTTL, poll: cfg.WaitPoll,
 		released: make(chan struct{}),
 	}
 	if v.log == nil {
@@ -146,6 +153,12 @@ func New(ctx context.Context, cfg Config) (*Vault, error) {
 	}
 	if v.now == nil {
 		v.now = time.Now
+	}
+	if v.kinds == nil && v.connectors != nil {
+		for k := range v.connectors {
+			v.kinds = append(v.kinds, k)
+		}
+		slices.Sort(v.kinds)
 	}
 	if v.kinds == nil {
 		v.kinds = []string{"postgres", "mysql", "linux", "redis"}
