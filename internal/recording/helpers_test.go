@@ -49,6 +49,8 @@ type envOpts struct {
 	chunk     int
 	retention time.Duration
 	unsealKey []byte // join an initialised barrier (a second process)
+	// cipher, if set, wraps the barrier as the Recorder's Cipher.
+	cipher func(Cipher) Cipher
 }
 
 var alice = audit.Origin{Actor: "user:alice", Source: "192.0.2.7", RequestID: "test"}
@@ -79,7 +81,11 @@ func newEnv(t testing.TB, db *store.DB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	r, err := New(ctx, Config{DB: db, Audit: a, Barrier: b, Now: o.now, ChunkBytes: o.chunk, Retention: o.retention})
+	var c Cipher = b
+	if o.cipher != nil {
+		c = o.cipher(b)
+	}
+	r, err := New(ctx, Config{DB: db, Audit: a, Barrier: c, Now: o.now, ChunkBytes: o.chunk, Retention: o.retention})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,10 +29,13 @@
 // transaction; if it fails, the gateway refuses the connection. Record
 // buffers and hands full chunks to a background writer, so the data path
 // waits for the database only when several chunks are already queued.
-// When a chunk cannot be stored (database down, barrier sealed) the
-// recording has failed: Record returns an error from then on and the
-// session's context is cancelled with an error wrapping ErrRecordingFailed,
-// and the gateway ends the session.
+// RecordNoWait never waits: it reports that backlog instead, and
+// NotifyDrained says when it is gone, so that an event loop can stop
+// reading one session's client without holding up the others. When a
+// chunk cannot be stored (database down, barrier sealed) the recording
+// has failed: Record and RecordNoWait return an error from then on, the
+// session's context is cancelled with an error wrapping
+// ErrRecordingFailed, and the gateway ends the session.
 //
 // # Live control
 //
@@ -123,9 +126,10 @@ var (
 	// deadline (SetDeadline).
 	ErrExpired = errors.New("recording: the session's grant or lease expired")
 	// ErrRecordingFailed is wrapped by the cause of a session's context,
-	// and by Record's error, once a chunk could not be stored.
+	// and by Record's and RecordNoWait's error, once a chunk could not be
+	// stored.
 	ErrRecordingFailed = errkind.New(errkind.Unavailable, "recording: the recording failed")
-	// ErrClosed is returned by Record after Close.
+	// ErrClosed is returned by Record and RecordNoWait after Close.
 	ErrClosed = errkind.New(errkind.Conflict, "recording: the session is closed")
 	// ErrTampered is wrapped by Replay's and WriteAsciicast's error when the
 	// stored chunks do not match the recording's hash.

@@ -155,6 +155,9 @@ func TestRecordInvalid(t *testing.T) {
 		if err := s.Record(c.typ, []byte(c.data)); !errkind.Is(err, errkind.Invalid) {
 			t.Errorf("Record(%q, %q) = %v, want Invalid", c.typ, c.data, err)
 		}
+		if _, err := s.RecordNoWait(c.typ, []byte(c.data)); !errkind.Is(err, errkind.Invalid) {
+			t.Errorf("RecordNoWait(%q, %q) = %v, want Invalid", c.typ, c.data, err)
+		}
 	}
 	if err := s.Close(e.ctx, "bogus"); err != nil {
 		t.Fatal(err)

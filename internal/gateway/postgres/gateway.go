@@ -71,7 +71,9 @@
 // session. Both modes share the message handling, so recording, rules,
 // COPY, cancel and kill behave the same, and both read a side only once
 // the other has taken everything forwarded to it (at most one 64 KiB batch
-// buffered per direction).
+// buffered per direction). A session whose recording falls behind its
+// store stops reading its client until the recording catches up, in a
+// loop without holding up the loop's other sessions (NoWaitSession).
 //
 // Each Query, and each Execute of the extended protocol, is recorded as
 // one JSON object: {"sql", "stmt", "params", "tag", "rows", "error_code",
@@ -245,6 +247,26 @@ type Session interface {
 	KillMessage() string
 	SetDeadline(t time.Time)
 	Close(ctx context.Context, status string) error
+}
+
+// NoWaitSession is what a Session provides, besides Record, to be
+// recorded into from an event loop (loop_linux.go), which relays many
+// sessions and must not wait for one's store; *recording.Session
+// provides it through Recordings. The loop checks for it with a type
+// assertion: with a Session that lacks it, the loop calls Record, which
+// must then never wait long. The goroutine relay always calls Record.
+type NoWaitSession interface {
+	// RecordNoWait appends one statement as Record does, with the same
+	// errors, but never waits: backlogged reports that the store has
+	// fallen behind (Record would have waited). The statement is recorded
+	// either way; the gateway then stops reading the client until the
+	// function given to NotifyDrained is called. data is not retained.
+	RecordNoWait(data []byte) (backlogged bool, err error)
+	// NotifyDrained arranges for fn to be called exactly once, once the
+	// session is no longer backlogged or its recording failed or closed:
+	// at once, in the caller's goroutine, if that is already so, else
+	// later from another goroutine. fn does not block.
+	NotifyDrained(fn func())
 }
 
 // Session statuses passed to Session.Close.

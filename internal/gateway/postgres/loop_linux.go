@@ -30,9 +30,20 @@ package postgres
 // a goroutine, one per batch, while the batch waits (relay.auditQ);
 // upstream cancel requests and the final flush to a slow client run in
 // the session's own goroutine, which waits in runLoop while the loop
-// relays. Session.Record is called in the loop: a recorder that blocks
-// (its store falling behind) holds up the other sessions of the loop, as
-// it would hold up its own.
+// relays. Statements are recorded in the loop without waiting
+// (NoWaitSession, relay.record): when a record finds the recording
+// backlogged (its store fallen behind), the session is parked (park): its
+// client is no longer read, whatever its socket's events, while its
+// server is, so the statements already forwarded complete and are
+// recorded, in order; the recording's writer then posts the session back
+// (NotifyDrained, unpark). So a session whose recording falls behind
+// waits for it, as Record's wait makes it do in the goroutines, without
+// holding up the other sessions of its loop, and memory stays bounded:
+// past the recording's own bound, by the statements the client had sent
+// before it was parked. Every record is kept, in order, and a recording
+// failure still ends the session; a kill or shutdown ends a parked
+// session as any other, and a drained post for an ended session is
+// dropped (post).
 
 import (
 	"context"
@@ -362,8 +373,9 @@ type evLoop struct {
 
 // An evPost is work for a session that the loop must do itself.
 type evPost struct {
-	es   *evSession
-	kill string // non-empty: end the session with this message; else resume it
+	es      *evSession
+	kill    string // non-empty: end the session with this message
+	drained bool   // else, if set: its recording caught up, unpark it; else resume it
 }
 
 // An evSession is a relay in a loop.
@@ -374,6 +386,7 @@ type evSession struct {
 	cf, sf *framer
 	sout   []byte
 	queued bool // in loop.runq
+	parked bool // the client is not read until the recording drains (park)
 	ended  bool // protected by loop.mu
 	done   chan evResult
 }
@@ -409,6 +422,7 @@ func (r *relay) runLoop() (status string, ok bool) {
 	up.detach(ufd)
 	r.up = up
 	r.async = true
+	r.noWait = noWaitOf(r.l.sess)
 	es := &evSession{r: r, loop: loop, cl: cl, up: up,
 		cf: newFramer(r.client, readBuf, r.s.maxMsg), sf: newFramer(up, readBuf, 1<<30),
 		done: make(chan evResult, 1)}
@@ -579,9 +593,12 @@ func (l *evLoop) run() {
 			if p.es.ended {
 				continue
 			}
-			if p.kill != "" {
+			switch {
+			case p.kill != "":
 				p.es.kill(p.kill)
-			} else {
+			case p.drained:
+				p.es.unpark()
+			default:
 				l.queue(p.es)
 			}
 		}
@@ -718,7 +735,35 @@ func (es *evSession) work() (more, fromServer bool, err error) {
 	if err != nil {
 		return false, true, err
 	}
+	if es.r.backlogged && !es.parked {
+		es.park()
+	}
 	return moreC || moreS, false, nil
+}
+
+// park stops reading the client because a statement's record found the
+// recording backlogged (its store behind): the statements already
+// forwarded still complete and are recorded, since the server is read
+// on, but no new one is read until the recording drains, which posts
+// drained (unpark). Until then the session is queued only by its
+// sockets' events, and pumpClient returns at once.
+func (es *evSession) park() {
+	es.parked = true
+	es.r.backlogged = false
+	es.r.noWait.NotifyDrained(func() { es.loop.post(evPost{es: es, drained: true}) })
+}
+
+// unpark resumes reading the client once the recording drained, unless a
+// statement recorded since park found it backlogged again: then it parks
+// anew, and NotifyDrained posts again at once if that backlog is gone
+// too.
+func (es *evSession) unpark() {
+	es.parked = false
+	if es.r.backlogged {
+		es.park()
+		return
+	}
+	es.loop.queue(es)
 }
 
 // pumpClient forwards the client's messages while the server takes them.
@@ -730,8 +775,8 @@ func (es *evSession) pumpClient() (more bool, err error) {
 		}
 	}()
 	for range loopTurns {
-		if es.up.pending() || r.auditing.Load() {
-			return false, nil // resumed when flushed (EPOLLOUT) or by wake
+		if es.up.pending() || r.auditing.Load() || es.parked {
+			return false, nil // resumed when flushed (EPOLLOUT), by wake or by unpark
 		}
 		start := len(es.up.wbuf)
 		var full, end bool

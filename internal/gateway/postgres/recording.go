@@ -22,6 +22,14 @@ func (a recorderAdapter) Start(ctx context.Context, o audit.Origin, m Meta) (Ses
 	return sessionAdapter{s}, nil
 }
 
+// sessionAdapter records statements; NotifyDrained and the other
+// methods are the recording Session's own.
 type sessionAdapter struct{ *recording.Session }
 
+var _ NoWaitSession = sessionAdapter{}
+
 func (s sessionAdapter) Record(data []byte) error { return s.Session.Record(recording.Statement, data) }
+
+func (s sessionAdapter) RecordNoWait(data []byte) (backlogged bool, err error) {
+	return s.Session.RecordNoWait(recording.Statement, data)
+}

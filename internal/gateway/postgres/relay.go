@@ -94,6 +94,12 @@ type relay struct {
 	auditing atomic.Bool
 	auditWG  sync.WaitGroup
 	wake     func()
+	// noWait, set by the loop when the Session provides it, records
+	// without waiting for the store; a statement recorded while the store
+	// is behind sets backlogged (owned by the loop), on which the loop
+	// stops reading the client.
+	noWait     NoWaitSession
+	backlogged bool
 }
 
 func newRelay(s *Server, client net.Conn, l *login, log *slog.Logger) *relay {
@@ -645,7 +651,7 @@ func (r *relay) complete(e *expect) error {
 		}
 		e.rec = appendMillis(e.rec, d)
 		e.rec = append(e.rec, '}')
-		err = r.l.sess.Record(e.rec)
+		err = r.record(e.rec)
 	}
 	r.rowsSeen = 0
 	r.pop()
@@ -653,6 +659,19 @@ func (r *relay) complete(e *expect) error {
 		return fmt.Errorf("%w: %w", errRecording, err)
 	}
 	return nil
+}
+
+// record records one statement: without waiting when noWait is set (a
+// backlog sets backlogged), else with Session.Record.
+func (r *relay) record(rec []byte) error {
+	if r.noWait == nil {
+		return r.l.sess.Record(rec)
+	}
+	backlogged, err := r.noWait.RecordNoWait(rec)
+	if backlogged {
+		r.backlogged = true
+	}
+	return err
 }
 
 // errorCode returns the SQLSTATE field of an ErrorResponse body.

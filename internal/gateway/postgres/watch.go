@@ -76,6 +76,16 @@ func newWatched(s Session, now func() time.Time) *watched {
 	return &watched{Session: s, ctx: ctx, cancel: cancel, now: now}
 }
 
+// noWaitOf returns s as a NoWaitSession, looking through a watch, or nil
+// when it records only by waiting.
+func noWaitOf(s Session) NoWaitSession {
+	if w, ok := s.(*watched); ok {
+		s = w.Session
+	}
+	nw, _ := s.(NoWaitSession)
+	return nw
+}
+
 // Context is cancelled when the session is killed, its recording's
 // deadline passes or the watch ends it.
 func (w *watched) Context() context.Context { return w.ctx }
