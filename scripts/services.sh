@@ -121,6 +121,8 @@ redis_service() {
 bench_tools() {
   command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
   command -v pgbench >/dev/null || apt_install postgresql-contrib
+  [ -x /usr/bin/time ] || apt_install time # pgbench's CPU time
+  command -v pgrep >/dev/null || apt_install procps
 }
 if [ "${1:-}" = bench ]; then
   bench_tools

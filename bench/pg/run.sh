@@ -18,6 +18,9 @@
 #
 # "proxy_us_txn" is the proxy's CPU time (user+system) per transaction:
 # on 2 shared cores it, more than TPS, says what a proxy costs.
+# "client_us_txn" is pgbench's and "server_us_txn" the PostgreSQL
+# cluster's (postmaster and backends): together they show where the two
+# cores go, e.g. what client TLS alone costs pgbench.
 #
 # Needs initdb/postgres (Debian's postgresql), pgbench, pgbouncer and
 # openssl. As root the servers run as the OS user postgres.
@@ -42,7 +45,7 @@ GBPORT=${GBPORT:-58432}
 SPORT=${SPORT:-59432}     # path "server": a real `warder dev` (policy, vault, recordings in SQLite)
 SAPORT=${SAPORT:-59433}   # its API
 
-for c in pgbench pgbouncer openssl; do
+for c in pgbench pgbouncer openssl /usr/bin/time pgrep; do
   command -v "$c" >/dev/null || { echo "run.sh: $c not found (apt-get install postgresql-contrib pgbouncer openssl)" >&2; exit 1; }
 done
 
@@ -144,8 +147,13 @@ conn() {
 cpu() { # CPU seconds (user+system) of a pid
   awk '{print ($14+$15)/100}' "/proc/$1/stat"
 }
+PMPID=$(head -1 "$DIR/data/postmaster.pid")
+server_cpu() { # CPU seconds of the PostgreSQL cluster: postmaster, its live and its reaped children
+  { cat "/proc/$PMPID/stat"; for c in $(pgrep -P "$PMPID"); do cat "/proc/$c/stat" 2>/dev/null; done; } |
+    awk -v pm="$PMPID" '{t += $14 + $15; if ($1 == pm) t += $16 + $17} END {print t / 100}'
+}
 
-printf '%-14s %-6s %10s %12s %11s %12s\n' path test tps latency_ms proxy_cpu_s proxy_us_txn
+printf '%-14s %-6s %10s %12s %11s %12s %13s %13s\n' path test tps latency_ms proxy_cpu_s proxy_us_txn client_us_txn server_us_txn
 for test in $TESTS; do
   for round in $(seq "$REPEAT"); do
   for path in $PATHS; do
@@ -157,14 +165,21 @@ for test in $TESTS; do
     proxy=""
     case $path in pgbouncer*) proxy=$BPID ;; gateway) proxy=$GWPID ;; gateway-b) proxy=$GBPID ;; server) proxy=$SVPID ;; esac
     before=0; [ -n "$proxy" ] && before=$(cpu "$proxy")
-    out=$(env $(conn "$path") PGHOST=127.0.0.1 PGDATABASE=bench pgbench -c "$CLIENTS" -j "$JOBS" "${args[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
+    sbefore=$(server_cpu)
+    out=$(env $(conn "$path") PGHOST=127.0.0.1 PGDATABASE=bench /usr/bin/time -f '%U %S' -o "$DIR/time" \
+      pgbench -c "$CLIENTS" -j "$JOBS" "${args[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
     after=0; [ -n "$proxy" ] && after=$(cpu "$proxy")
+    sleep 0.5 # the last backends exit and are reaped
+    safter=$(server_cpu)
+    client=$(awk '{print $1 + $2}' "$DIR/time")
     tps=$(echo "$out" | awk '/^tps/ {print $3; exit}')
     lat=$(echo "$out" | awk '/^latency average/ {print $4}')
     txns=$(echo "$out" | awk '/^number of transactions actually processed/ {print $NF; exit}')
-    printf '%-14s %-6s %10.1f %12s %11.2f %12.1f\n' "$path" "$test" "$tps" "$lat" \
+    printf '%-14s %-6s %10.1f %12s %11.2f %12.1f %13.1f %13.1f\n' "$path" "$test" "$tps" "$lat" \
       "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" \
-      "$(awk -v a="$after" -v b="$before" -v n="$txns" 'BEGIN {print (n > 0 ? (a - b) * 1e6 / n : 0)}')"
+      "$(awk -v a="$after" -v b="$before" -v n="$txns" 'BEGIN {print (n > 0 ? (a - b) * 1e6 / n : 0)}')" \
+      "$(awk -v c="$client" -v n="$txns" 'BEGIN {print (n > 0 ? c * 1e6 / n : 0)}')" \
+      "$(awk -v a="$safter" -v b="$sbefore" -v n="$txns" 'BEGIN {print (n > 0 ? (a - b) * 1e6 / n : 0)}')"
   done
   done
 done
