@@ -316,8 +316,10 @@ func TestSSHSessionsEndWithAccess(t *testing.T) {
 
 // Port forwarding through the gateway needs a policy for action
 // port_forward: a real `ssh -L` is refused without one and relays to a
-// loopback listener on the target's side with it; both decisions are
-// audited.
+// loopback listener on the target's side with one; a policy that names
+// the destination (context.forward) lets only that destination through.
+// Every decision is audited, and `policy check --context` takes the
+// destination too.
 func TestSSHPortForwardPolicy(t *testing.T) {
 	f := newSSHFixture(t, testenv.SSHDOptions{AllowTCPForwarding: true})
 	carol := f.login(t, "carol")
@@ -328,22 +330,28 @@ func TestSSHPortForwardPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0") // a service only the target's side reaches
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
+	// Two services only the target's side reaches: db is allowed, other
+	// is not.
+	echo := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { io.Copy(c, c); c.Close() }()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	db, other := echo(), echo()
 
-	forward := func() bool {
+	forward := func(dest string) bool {
 		t.Helper()
 		probe, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -351,7 +359,7 @@ func TestSSHPortForwardPolicy(t *testing.T) {
 		}
 		local := probe.Addr().String()
 		probe.Close()
-		cmd := exec.Command("ssh", "-F", confPath, "-o", "BatchMode=yes", "-N", "-L", local+":"+ln.Addr().String(),
+		cmd := exec.Command("ssh", "-F", confPath, "-o", "BatchMode=yes", "-N", "-L", local+":"+dest,
 			"-l", f.user.Username+"@web1", "warder")
 		cmd.Env = cleanEnv()
 		if err := cmd.Start(); err != nil {
@@ -373,29 +381,46 @@ func TestSSHPortForwardPolicy(t *testing.T) {
 		return err == nil && string(buf) == "ping\n"
 	}
 
-	if forward() {
+	if forward(db) {
 		t.Fatal("ssh -L relayed without a port_forward policy")
 	}
-	f.policy(t, "carol-forward", `permit(principal == User::"carol", action == Action::"port_forward", resource in Target::"web1") when { context.via == "ssh" };`)
-	if !forward() {
-		t.Fatal("ssh -L did not relay with a port_forward policy")
+	_, dbPort, _ := net.SplitHostPort(db)
+	f.policy(t, "carol-forward", fmt.Sprintf(`permit(principal == User::"carol", action == Action::"port_forward", resource in Target::"web1")
+when { context.via == "ssh" && context has forward && context.forward.direction == "local" &&
+  context.forward.host == "127.0.0.1" && context.forward.port == %s };`, dbPort))
+	if !forward(db) {
+		t.Fatal("ssh -L to the allowed port did not relay")
 	}
-	var deny, allow int
+	if forward(other) {
+		t.Fatal("ssh -L relayed to a port the policy does not allow")
+	}
+	got := map[string]int{} // "outcome destination": decisions
 	for _, ev := range f.audit(t, "authz.decide") {
 		if ev.Details["action"] != "port_forward" {
 			continue
 		}
-		if ev.Actor != "user:carol" || ev.Details["forward"] != "local" || ev.Details["destination"] != ln.Addr().String() || ev.Details["via"] != "ssh" {
+		if ev.Actor != "user:carol" || ev.Details["forward"] != "local" || ev.Details["via"] != "ssh" {
 			t.Errorf("port_forward decision %+v", ev)
 		}
-		switch ev.Outcome {
-		case "deny":
-			deny++
-		case "allow":
-			allow++
-		}
+		got[ev.Outcome+" "+ev.Details["destination"]]++
 	}
-	if deny == 0 || allow == 0 {
-		t.Errorf("port_forward decisions: %d denied, %d allowed; want both audited", deny, allow)
+	if len(got) != 3 || got["deny "+db] == 0 || got["allow "+db] == 0 || got["deny "+other] == 0 {
+		t.Errorf("port_forward decisions %v; want %s denied, then allowed, and %s denied", got, db, other)
+	}
+
+	check := func(dest string) string {
+		t.Helper()
+		host, port, _ := net.SplitHostPort(dest)
+		r := mustOK(t, run(t, f.admin, "", "policy", "check", "--principal", `User::"carol"`, "--action", "port_forward",
+			"--resource", `Account::"web1/`+f.user.Username+`"`, "--format", "json",
+			"--context", fmt.Sprintf(`{"via":"ssh","forward":{"direction":"local","host":%q,"port":%s}}`, host, port)), "policy check")
+		d, _ := decodeJSON[map[string]any](t, r.stdout)["decision"].(string)
+		return d
+	}
+	if d := check(db); d != "allow" {
+		t.Errorf("policy check to %s: %s, want allow", db, d)
+	}
+	if d := check(other); d != "deny" {
+		t.Errorf("policy check to %s: %s, want deny", other, d)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/cedar-policy/cedar-go/types"
@@ -23,6 +24,24 @@ const (
 	ViaDB  = "db"
 )
 
+// The directions of a port forward, context.forward.direction.
+const (
+	ForwardLocal  = "local"  // ssh -L, -W: the target connects to Host:Port
+	ForwardRemote = "remote" // ssh -R: the target listens on Host:Port
+)
+
+// Forward is the port forward a port_forward request asks for.
+type Forward struct {
+	Direction string // ForwardLocal or ForwardRemote
+	// Host is the destination as the client named it, not resolved: a
+	// name, an address, "localhost"; for a remote forward the address to
+	// listen on ("" for all). A policy that allows one destination is
+	// sound; one that forbids a destination is not, as the same machine
+	// has many spellings (another name, its address, 127.1).
+	Host string
+	Port uint16 // for a remote forward 0 lets the target choose
+}
+
 // Context is what a request carries besides who, what and on which: the
 // facts a policy's conditions test. Authz turns it into Cedar's context
 // record (see schema.cedarschema):
@@ -36,6 +55,9 @@ const (
 //	via              Via: "api" (the default when empty), "ssh" or "db"
 //	ticket, reason   Ticket, Reason; absent when empty, so a policy can
 //	                 require `context has ticket`
+//	forward          Forward: {direction, host, port}, host with its ASCII
+//	                 letters lower-cased (DNS names are case-insensitive)
+//	                 and invalid UTF-8 replaced by U+FFFD; absent when nil. The SSH gateway sets it on port_forward.
 type Context struct {
 	MFA      bool
 	MFAAt    time.Time  // when MFA was last presented; zero: no MFA
@@ -43,12 +65,15 @@ type Context struct {
 	Via      string     // "api", "ssh" or "db"; "": "api"
 	Ticket   string
 	Reason   string
+	Forward  *Forward // nil: not a port forward
 	// Extra sets attributes of the context record directly, overriding
 	// those computed from the fields above: for `warder policy check
 	// --context` with JSON input. Keys must be attributes of the schema's
 	// context and values must have its types; JSON values are accepted
 	// (numbers as float64 or json.Number holding integers, objects as
-	// map[string]any), and source_ip as a string ("10.1.2.3").
+	// map[string]any), and source_ip as a string ("10.1.2.3"); forward as
+	// {"direction": "local", "host": "127.0.0.1", "port": 5432}, its host
+	// taken as given.
 	Extra map[string]any
 }
 
@@ -98,6 +123,16 @@ func (m *model) record(c Context, now time.Time, tr types.Record) (types.Record,
 	if c.Reason != "" {
 		rec["reason"] = types.String(c.Reason)
 	}
+	if f := c.Forward; f != nil {
+		if f.Direction != ForwardLocal && f.Direction != ForwardRemote {
+			return types.Record{}, errkind.New(errkind.Invalid, "authz: forward direction %q is not local or remote", clip(f.Direction))
+		}
+		rec["forward"] = types.NewRecord(types.RecordMap{
+			"direction": types.String(f.Direction),
+			"host":      types.String(forwardHost(f.Host)),
+			"port":      types.Long(f.Port),
+		})
+	}
 	if len(c.Extra) == 0 {
 		return types.NewRecord(rec), nil
 	}
@@ -119,6 +154,18 @@ func (m *model) record(c Context, now time.Time, tr types.Record) (types.Record,
 		return types.Record{}, errkind.New(errkind.Invalid, "authz: context does not match the schema: %w", err)
 	}
 	return r, nil
+}
+
+// forwardHost returns s with its ASCII letters lower-cased and invalid
+// UTF-8 replaced by U+FFFD, as context.forward.host.
+func forwardHost(s string) string {
+	b := []byte(strings.ToValidUTF8(s, "\uFFFD"))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // toValue converts a JSON-like Go value to a Cedar value. ip says a string

@@ -34,6 +34,8 @@ func TestPutRefuses(t *testing.T) {
 				{"unknown entity type in condition", "p", `permit(principal, action, resource) when { principal in Team::"a" };`, errkind.Invalid, "Team"},
 				{"unknown context attribute", "p", `permit(principal, action, resource) when { context.foo };`, errkind.Invalid, "attribute `foo` in context"},
 				{"wrong type", "p", `permit(principal, action, resource) when { context.mfa == "yes" };`, errkind.Invalid, "Bool and String are not compatible"},
+				{"misspelt has", "p", `forbid(principal, action, resource) when { context has tikcet };`, errkind.Invalid, "`has` on context.tikcet"},
+				{"misspelt has in a record", "p", `permit(principal, action, resource) when { context has forward && context.forward has prot };`, errkind.Invalid, "`has` on context.forward.prot"},
 				{"unguarded optional", "p", `permit(principal, action, resource) when { context.ticket == "x" };`, errkind.Invalid, "optional attribute `ticket`"},
 				{"unknown entity attribute", "p", `permit(principal, action == Action::"connect", resource) when { resource.owner == "x" };`, errkind.Invalid, "attribute `owner`"},
 				{"action on wrong resource", "p", `permit(principal, action == Action::"admin", resource is Account);`, errkind.Invalid, "applicable action"},
@@ -221,7 +223,9 @@ func TestNewRequires(t *testing.T) {
 }
 
 // port_forward applies to accounts and targets, like connect, and nothing
-// else: a policy for it on another resource type is refused.
+// else: a policy for it on another resource type is refused. Its
+// destination, context.forward, is optional: read only after `has`, and
+// misspelt attributes are refused, in a `has` test too.
 func TestValidatePortForward(t *testing.T) {
 	for _, tc := range []struct {
 		name, text string
@@ -232,6 +236,13 @@ func TestValidatePortForward(t *testing.T) {
 		{"with connect", `permit(principal, action in [Action::"connect", Action::"port_forward"], resource is Account);`, true},
 		{"on the system", `permit(principal, action == Action::"port_forward", resource == System::"warder");`, false},
 		{"on a role", `permit(principal, action == Action::"port_forward", resource is Role);`, false},
+		{"to one destination", `permit(principal, action == Action::"port_forward", resource) when { context has forward && context.forward.direction == "local" && context.forward.host == "127.0.0.1" && context.forward.port == 5432 };`, true},
+		{"forbid a port range", `forbid(principal, action, resource) when { context has forward && context.forward.port < 1024 };`, true},
+		{"destination unguarded", `permit(principal, action == Action::"port_forward", resource) when { context.forward.port == 5432 };`, false},
+		{"misspelt attribute", `permit(principal, action == Action::"port_forward", resource) when { context has forward && context.forward.prot == 5432 };`, false},
+		{"misspelt guard", `forbid(principal, action == Action::"port_forward", resource) when { context has forwrd && context.forwrd.port == 22 };`, false},
+		{"misspelt nested guard", `forbid(principal, action, resource) when { context has forward && context.forward has prot };`, false},
+		{"port as a string", `permit(principal, action == Action::"port_forward", resource) when { context has forward && context.forward.port == "5432" };`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := Validate(tc.text); (err == nil) != tc.ok {

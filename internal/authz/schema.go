@@ -153,10 +153,52 @@ func (m *model) compile(name, text string, check bool) ([]compiled, error) {
 			if err := m.validator.Policy(id, (*xast.Policy)(p.AST())); err != nil {
 				return nil, errkind.New(errkind.Invalid, "authz: policy %q is invalid: %s", name, tidy(err))
 			}
+			if attr := m.unknownContextHas((*xast.Policy)(p.AST())); attr != "" {
+				return nil, errkind.New(errkind.Invalid, "authz: policy %q is invalid: it tests `has` on %s, which the schema does not have", name, clip(attr))
+			}
 		}
 		out = append(out, compiled{id: cedar.PolicyID(id), policy: p})
 	}
 	return out, nil
+}
+
+// unknownContextHas returns the first attribute, as "context.a.b", that
+// p tests with `has` on the context or a record in it while the schema
+// does not declare it; "" for none. Cedar's validator accepts such a test
+// as always false, so a misspelt guard (`context has forwrd && …`) would
+// leave a condition silently never holding: a forbid that never applies.
+func (m *model) unknownContextHas(p *xast.Policy) string {
+	var bad string
+	for _, c := range p.Conditions {
+		xast.Inspect(xast.NewNode(c.Body), func(n xast.IsNode) bool {
+			if h, ok := n.(xast.NodeTypeHas); ok && bad == "" {
+				if rec, path, ok := m.contextRecord(h.Arg); ok {
+					if _, ok := rec[h.Value]; !ok {
+						bad = path + "." + string(h.Value)
+					}
+				}
+			}
+			return bad == ""
+		})
+	}
+	return bad
+}
+
+// contextRecord returns the record type and path of n when n is context or
+// an attribute of it, at any depth, of record type.
+func (m *model) contextRecord(n xast.IsNode) (resolved.RecordType, string, bool) {
+	switch n := n.(type) {
+	case xast.NodeTypeVariable:
+		return m.context, "context", n.Name == "context"
+	case xast.NodeTypeAccess:
+		rec, path, ok := m.contextRecord(n.Arg)
+		if !ok {
+			return nil, "", false
+		}
+		r, ok := rec[n.Value].Type.(resolved.RecordType)
+		return r, path + "." + string(n.Value), ok
+	}
+	return nil, "", false
 }
 
 // tidy turns the validator's joined errors, which come in map order and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"time"
@@ -121,19 +122,28 @@ func (c *conn) end(status, msg string) {
 
 // authorizeForward decides one port forwarding request with the policy
 // engine: action port_forward on the connection's account, context as the
-// connection's (via ssh); the decision is audited with the direction
-// ("local" for ssh -L and -W, "remote" for ssh -R) and the destination.
-// Refused when the decision cannot be made.
+// connection's (via ssh) plus context.forward, the direction
+// (authz.ForwardLocal for ssh -L and -W, authz.ForwardRemote for ssh -R)
+// and the destination host and port as the client asked; the decision is
+// audited with the direction and the destination. Refused when the
+// decision cannot be made, and without one when port is above 65535.
 func (c *conn) authorizeForward(ctx context.Context, direction, host string, port uint32) bool {
 	s := c.srv
+	if port > math.MaxUint16 {
+		s.log.Info("ssh: port forwarding refused: no such port", "conn", c.id, "principal", c.p.Actor(), "target", c.target,
+			"forward", direction, "port", port)
+		return false
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
+	host = clip(host, 255)
 	req := c.req
 	req.Action = authz.ActionPortForward
+	req.Context.Forward = &authz.Forward{Direction: direction, Host: host, Port: uint16(port)}
 	req.Details = map[string]string{
 		"connection":  c.id,
 		"forward":     direction,
-		"destination": net.JoinHostPort(clip(host, 255), strconv.FormatUint(uint64(port), 10)),
+		"destination": net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10)),
 	}
 	d, err := s.cfg.Authz.Authorize(ctx, c.origin, req)
 	if err != nil || !d.Allow {
@@ -158,7 +168,7 @@ func (c *conn) directTCPIP(ctx context.Context, nch gossh.NewChannel) {
 		nch.Reject(gossh.ConnectionFailed, "warder: malformed forwarding request")
 		return
 	}
-	if !c.authorizeForward(ctx, "local", d.Host, d.Port) {
+	if !c.authorizeForward(ctx, authz.ForwardLocal, d.Host, d.Port) {
 		nch.Reject(gossh.Prohibited, "warder: port forwarding is not allowed")
 		return
 	}
@@ -173,7 +183,7 @@ func (c *conn) remoteForward(r *gossh.Request) {
 		Addr string
 		Port uint32
 	}
-	if gossh.Unmarshal(r.Payload, &m) != nil || !c.authorizeForward(context.Background(), "remote", m.Addr, m.Port) {
+	if gossh.Unmarshal(r.Payload, &m) != nil || !c.authorizeForward(context.Background(), authz.ForwardRemote, m.Addr, m.Port) {
 		r.Reply(false, nil)
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -265,6 +266,12 @@ func echoes(conn net.Conn) bool {
 func TestPortForwardPolicy(t *testing.T) {
 	e := newEnvSSHD(t, testenv.SSHDOptions{AllowTCPForwarding: true}, nil)
 	echo := echoServer(t)
+	_, p, _ := net.SplitHostPort(echo)
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoPort := uint16(n)
 	account := `Account::"web1/` + e.user.Username + `"`
 
 	t.Run("refused", func(t *testing.T) {
@@ -283,6 +290,18 @@ func TestPortForwardPolicy(t *testing.T) {
 			reqs[0].Details["forward"] != "local" || reqs[0].Details["destination"] != echo ||
 			reqs[1].Details["forward"] != "remote" || reqs[1].Details["destination"] != "127.0.0.1:0" {
 			t.Errorf("port_forward requests %+v", reqs)
+		}
+		// The policies see the destination as context.forward.
+		for i, want := range []authz.Forward{
+			{Direction: authz.ForwardLocal, Host: "127.0.0.1", Port: echoPort},
+			{Direction: authz.ForwardRemote, Host: "127.0.0.1", Port: 0},
+		} {
+			if i < len(reqs) && (reqs[i].Context.Forward == nil || *reqs[i].Context.Forward != want) {
+				t.Errorf("request %d: context forward %+v, want %+v", i, reqs[i].Context.Forward, want)
+			}
+		}
+		if f := e.authz.requests(authz.ActionConnect)[0].Context.Forward; f != nil {
+			t.Errorf("connect request with a forward %+v", f)
 		}
 		// The connection still works.
 		s, err := c.NewSession()
@@ -321,6 +340,31 @@ func TestPortForwardPolicy(t *testing.T) {
 		}
 		if !echoes(back) {
 			t.Error("no echo through a remote forward")
+		}
+	})
+	t.Run("no such port", func(t *testing.T) {
+		e.authz.set(func(a *fakeAuthz) { a.denyAction = nil })
+		c := e.mustDial("web1")
+		before := len(e.authz.requests(authz.ActionPortForward))
+		local := gossh.Marshal(struct {
+			Host     string
+			Port     uint32
+			OrigHost string
+			OrigPort uint32
+		}{"127.0.0.1", 1<<16 + uint32(echoPort), "127.0.0.1", 1})
+		if ch, _, err := c.OpenChannel("direct-tcpip", local); err == nil {
+			ch.Close()
+			t.Error("direct-tcpip to a port above 65535 was allowed")
+		}
+		remote := gossh.Marshal(struct {
+			Addr string
+			Port uint32
+		}{"127.0.0.1", 1 << 16})
+		if ok, _, err := c.SendRequest("tcpip-forward", true, remote); ok || err != nil {
+			t.Errorf("tcpip-forward on a port above 65535: %v %v", ok, err)
+		}
+		if after := len(e.authz.requests(authz.ActionPortForward)); after != before {
+			t.Errorf("%d port_forward requests for ports above 65535, want none", after-before)
 		}
 	})
 	t.Run("openssh -L", func(t *testing.T) {
