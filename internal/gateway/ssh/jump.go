@@ -112,22 +112,71 @@ func (c *conn) awaitFirst(ctx context.Context, chans <-chan gossh.NewChannel, re
 }
 
 // serveJumps serves a connection that carries ProxyJump channels, first
-// among them, until the client closes it. Every other channel and global
+// among them, until the client closes it, or until no nested connection
+// has been open on it for Config.IdleTimeout: each nested connection has
+// its own idle timeout, and the outer one, which carries no session of
+// its own, must not outlive them all. Every other channel and global
 // request is refused.
 func (c *conn) serveJumps(ctx context.Context, first gossh.NewChannel, chans <-chan gossh.NewChannel, reqs <-chan *gossh.Request) {
 	s := c.srv
 	s.log.Info("ssh: ProxyJump connection", "conn", c.id, "principal", c.p.Actor(), "user", c.sc.User(), "source", c.origin.Source)
 	c.wg.Go(func() { gossh.DiscardRequests(reqs) })
-	for nch := first; nch != nil; {
-		if target, host, ok := c.jumpChannel(ctx, nch); ok {
-			c.wg.Go(func() { c.serveJump(nch, target, host) })
-		} else if nch.ChannelType() == "direct-tcpip" {
+	stop := make(chan struct{})
+	defer close(stop)
+	ended := make(chan struct{}) // a nested connection ended
+	var idle *time.Timer
+	var idleC <-chan time.Time
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
+	active := 0
+	// next returns the client's next channel, nil once the connection
+	// has ended, meanwhile closing it when it stays idle.
+	next := func() gossh.NewChannel {
+		for {
+			select {
+			case nch, open := <-chans:
+				if !open {
+					return nil
+				}
+				return nch
+			case <-ended:
+				active--
+				if t := s.cfg.IdleTimeout; active == 0 && t > 0 {
+					idle = time.NewTimer(t)
+					idleC = idle.C
+				}
+			case <-idleC:
+				idleC = nil
+				s.log.Info("ssh: ProxyJump connection idle, closing", "conn", c.id, "principal", c.p.Actor(), "idle", s.cfg.IdleTimeout)
+				c.sc.Close() // then chans is closed
+			}
+		}
+	}
+	for nch := first; nch != nil; nch = next() {
+		target, host, ok := c.jumpChannel(ctx, nch)
+		switch {
+		case ok:
+			active++
+			if idle != nil {
+				idle.Stop()
+				idle, idleC = nil, nil
+			}
+			c.wg.Go(func() {
+				c.serveJump(nch, target, host)
+				select {
+				case ended <- struct{}{}:
+				case <-stop:
+				}
+			})
+		case nch.ChannelType() == "direct-tcpip":
 			s.log.Info("ssh: port forwarding refused", "conn", c.id, "principal", c.p.Actor())
 			nch.Reject(gossh.Prohibited, "warder: port forwarding is not allowed")
-		} else {
+		default:
 			nch.Reject(gossh.Prohibited, "warder: this connection is for ProxyJump only; log in as ACCOUNT@TARGET for a session")
 		}
-		nch = <-chans
 	}
 	s.log.Info("ssh: disconnected", "conn", c.id, "principal", c.p.Actor())
 }

@@ -374,3 +374,44 @@ func FuzzJumpTarget(f *testing.F) {
 		}
 	})
 }
+
+// TestProxyJumpOuterIdle: the ProxyJump connection, which carries no
+// session of its own, is closed once no nested connection has been open
+// on it for the idle timeout, and not while one is.
+func TestProxyJumpOuterIdle(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.IdleTimeout = idle })
+	alice, _ := e.cert(certSpec{principals: []string{"user:alice"}})
+	oc, c, err := e.jumpDial("alice", alice, "web1.warder:22", e.user.Username, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	outerDone := make(chan error, 1)
+	go func() { outerDone <- oc.Wait() }()
+
+	// A nested connection kept busy for several idle periods keeps the
+	// outer one open.
+	for i := range 5 {
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatalf("nested session %d: %v", i, err)
+		}
+		if out, err := s.Output("sleep 0.2; echo ok"); err != nil || strings.TrimSpace(string(out)) != "ok" {
+			t.Fatalf("nested session %d: %q, %v", i, out, err)
+		}
+	}
+	select {
+	case err := <-outerDone:
+		t.Fatalf("the ProxyJump connection ended while a nested one was open: %v", err)
+	default:
+	}
+
+	// Once the nested connection has ended, the outer one is closed.
+	c.Close()
+	select {
+	case <-outerDone:
+	case <-time.After(20 * idle):
+		t.Fatal("the ProxyJump connection stayed open with no nested connection")
+	}
+}
