@@ -36,6 +36,8 @@ func TestPutRefuses(t *testing.T) {
 				{"wrong type", "p", `permit(principal, action, resource) when { context.mfa == "yes" };`, errkind.Invalid, "Bool and String are not compatible"},
 				{"misspelt has", "p", `forbid(principal, action, resource) when { context has tikcet };`, errkind.Invalid, "`has` on context.tikcet"},
 				{"misspelt has in a record", "p", `permit(principal, action, resource) when { context has forward && context.forward has prot };`, errkind.Invalid, "`has` on context.forward.prot"},
+				{"misspelt has on the resource", "p", `forbid(principal, action, resource) when { resource has knd && resource.knd == "postgres" };`, errkind.Invalid, "`has` on resource.knd"},
+				{"misspelt has on the principal", "p", `forbid(principal, action, resource) when { principal has emial };`, errkind.Invalid, "`has` on principal.emial"},
 				{"unguarded optional", "p", `permit(principal, action, resource) when { context.ticket == "x" };`, errkind.Invalid, "optional attribute `ticket`"},
 				{"unknown entity attribute", "p", `permit(principal, action == Action::"connect", resource) when { resource.owner == "x" };`, errkind.Invalid, "attribute `owner`"},
 				{"action on wrong resource", "p", `permit(principal, action == Action::"admin", resource is Account);`, errkind.Invalid, "applicable action"},
@@ -243,6 +245,7 @@ func TestValidatePortForward(t *testing.T) {
 		{"misspelt guard", `forbid(principal, action == Action::"port_forward", resource) when { context has forwrd && context.forwrd.port == 22 };`, false},
 		{"misspelt nested guard", `forbid(principal, action, resource) when { context has forward && context.forward has prot };`, false},
 		{"port as a string", `permit(principal, action == Action::"port_forward", resource) when { context has forward && context.forward.port == "5432" };`, false},
+		{"entity attribute guard", `forbid(principal, action, resource) when { resource has kind && resource.kind == "postgres" && principal has email };`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := Validate(tc.text); (err == nil) != tc.ok {

@@ -53,6 +53,8 @@ type model struct {
 	validator *validate.Validator
 	actions   map[string]actionModel // by action name
 	context   resolved.RecordType
+	// entityAttrs holds every attribute any entity type declares.
+	entityAttrs map[types.String]bool
 }
 
 type actionModel struct {
@@ -72,7 +74,13 @@ func newModel() (*model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authz: resolve schema: %w", err)
 	}
-	m := &model{validator: validate.New(r, validate.WithStrict()), actions: map[string]actionModel{}}
+	m := &model{validator: validate.New(r, validate.WithStrict()), actions: map[string]actionModel{},
+		entityAttrs: map[types.String]bool{}}
+	for _, e := range r.Entities {
+		for a := range e.Shape {
+			m.entityAttrs[a] = true
+		}
+	}
 	for uid, a := range r.Actions {
 		if a.AppliesTo == nil {
 			continue
@@ -153,7 +161,7 @@ func (m *model) compile(name, text string, check bool) ([]compiled, error) {
 			if err := m.validator.Policy(id, (*xast.Policy)(p.AST())); err != nil {
 				return nil, errkind.New(errkind.Invalid, "authz: policy %q is invalid: %s", name, tidy(err))
 			}
-			if attr := m.unknownContextHas((*xast.Policy)(p.AST())); attr != "" {
+			if attr := m.unknownHas((*xast.Policy)(p.AST())); attr != "" {
 				return nil, errkind.New(errkind.Invalid, "authz: policy %q is invalid: it tests `has` on %s, which the schema does not have", name, clip(attr))
 			}
 		}
@@ -162,20 +170,28 @@ func (m *model) compile(name, text string, check bool) ([]compiled, error) {
 	return out, nil
 }
 
-// unknownContextHas returns the first attribute, as "context.a.b", that
-// p tests with `has` on the context or a record in it while the schema
-// does not declare it; "" for none. Cedar's validator accepts such a test
-// as always false, so a misspelt guard (`context has forwrd && …`) would
-// leave a condition silently never holding: a forbid that never applies.
-func (m *model) unknownContextHas(p *xast.Policy) string {
+// unknownHas returns the first attribute, as "context.a.b" or
+// "resource.a", that p tests with `has` while the schema does not declare
+// it: on the context or a record in it, or on principal or resource for an
+// attribute no entity type has; "" for none. Cedar's validator accepts
+// such a test as always false, so a misspelt guard (`context has forwrd
+// && …`, `resource has knd && …`) would leave a condition silently never
+// holding: a forbid that never applies.
+func (m *model) unknownHas(p *xast.Policy) string {
 	var bad string
 	for _, c := range p.Conditions {
 		xast.Inspect(xast.NewNode(c.Body), func(n xast.IsNode) bool {
-			if h, ok := n.(xast.NodeTypeHas); ok && bad == "" {
-				if rec, path, ok := m.contextRecord(h.Arg); ok {
-					if _, ok := rec[h.Value]; !ok {
-						bad = path + "." + string(h.Value)
-					}
+			h, ok := n.(xast.NodeTypeHas)
+			if !ok || bad != "" {
+				return bad == ""
+			}
+			if rec, path, ok := m.contextRecord(h.Arg); ok {
+				if _, ok := rec[h.Value]; !ok {
+					bad = path + "." + string(h.Value)
+				}
+			} else if v, ok := h.Arg.(xast.NodeTypeVariable); ok && (v.Name == "principal" || v.Name == "resource") {
+				if !m.entityAttrs[h.Value] {
+					bad = string(v.Name) + "." + string(h.Value)
 				}
 			}
 			return bad == ""
