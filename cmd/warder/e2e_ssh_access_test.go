@@ -332,24 +332,7 @@ func TestSSHPortForwardPolicy(t *testing.T) {
 
 	// Two services only the target's side reaches: db is allowed, other
 	// is not.
-	echo := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() { io.Copy(c, c); c.Close() }()
-			}
-		}()
-		return ln.Addr().String()
-	}
-	db, other := echo(), echo()
+	db, other := testenv.EchoServer(t), testenv.EchoServer(t)
 
 	forward := func(dest string) bool {
 		t.Helper()

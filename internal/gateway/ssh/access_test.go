@@ -227,27 +227,6 @@ func TestRecheckFailsClosed(t *testing.T) {
 	waitEnded(t, s, 5*time.Second)
 }
 
-// echoServer listens on a loopback port and echoes what it reads; it
-// stands for a service reachable from the target.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // echoes reports whether conn echoes a line.
 func echoes(conn net.Conn) bool {
 	defer conn.Close()
@@ -265,7 +244,7 @@ func echoes(conn net.Conn) bool {
 // policy permits it, relayed through the target when one does.
 func TestPortForwardPolicy(t *testing.T) {
 	e := newEnvSSHD(t, testenv.SSHDOptions{AllowTCPForwarding: true}, nil)
-	echo := echoServer(t)
+	echo := testenv.EchoServer(t)
 	_, p, _ := net.SplitHostPort(echo)
 	n, err := strconv.ParseUint(p, 10, 16)
 	if err != nil {
