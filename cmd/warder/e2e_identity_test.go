@@ -156,11 +156,11 @@ func TestUserLoginTOTP(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "--totp") {
 		t.Errorf("login without a code: exit %d, stderr %q", r.code, r.stderr)
 	}
-	mustOK(t, run(t, env, "correct horse battery\n", "login", "--user", "alice", "--password-stdin", "--totp", conf.RecoveryCodes[0]), "login with recovery code")
+	mustOK(t, run(t, env, "correct horse battery\n"+conf.RecoveryCodes[0]+"\n", "login", "--user", "alice", "--password-stdin", "--totp-stdin"), "login with recovery code")
 	if ti := decodeJSON[tokenInfo](t, mustOK(t, run(t, env, "", "whoami", "--format", "json"), "whoami").stdout); !ti.MFA {
 		t.Errorf("whoami after MFA login = %+v, want mfa", ti)
 	}
-	if r := run(t, env, "correct horse battery\n", "login", "--user", "alice", "--password-stdin", "--totp", conf.RecoveryCodes[0]); r.code == 0 {
+	if r := run(t, env, "correct horse battery\n"+conf.RecoveryCodes[0]+"\n", "login", "--user", "alice", "--password-stdin", "--totp-stdin"); r.code == 0 {
 		t.Error("a recovery code worked twice")
 	}
 

@@ -246,7 +246,7 @@ func TestSSHProxyJump(t *testing.T) {
 	if len(sftp) != 3 {
 		t.Fatalf("%d SFTP sessions, want 3: %+v", len(sftp), ss)
 	}
-	var ops []string
+	var ops, showOps []string
 	for _, s := range sftp {
 		if s.Events == 0 || s.BytesIn+s.BytesOut < 2<<20 {
 			t.Errorf("SFTP session %+v: no events or too few bytes", s)
@@ -265,8 +265,28 @@ func TestSSHProxyJump(t *testing.T) {
 				}
 			}
 		}
+		// session show lists the same operations.
+		show := mustOK(t, run(t, env, "", "session", "show", s.ID), "session show").stdout
+		if !strings.Contains(show, "\nFile operations:\n") || !regexp.MustCompile(`close +read \d+ B, written \d+ B +\S`).MatchString(show) {
+			t.Errorf("session show %s lists no file operations:\n%s", s.ID, show)
+		}
+		detail := decodeJSON[struct {
+			Files []struct {
+				Op, Path      string
+				Read, Written int64
+			}
+		}](t, mustOK(t, run(t, env, "", "session", "show", s.ID, "--format", "json"), "session show").stdout)
+		for _, op := range detail.Files {
+			if op.Op == "close" {
+				showOps = append(showOps, fmt.Sprintf("%s r=%d w=%d", filepath.Base(op.Path), op.Read, op.Written))
+			}
+		}
 	}
 	slices.Sort(ops)
+	slices.Sort(showOps)
+	if !slices.Equal(ops, showOps) {
+		t.Errorf("session show lists the file operations\n%s\nthe recordings hold:\n%s", strings.Join(showOps, "\n"), strings.Join(ops, "\n"))
+	}
 	want := []string{
 		fmt.Sprintf("scp-up.bin r=0 w=%d", 3<<20+7), fmt.Sprintf("scp-up.bin r=%d w=0", 3<<20+7),
 		fmt.Sprintf("sftp-up.bin r=0 w=%d", 2<<20+11), fmt.Sprintf("sftp-up.bin r=%d w=0", 2<<20+11),
@@ -342,4 +362,61 @@ func newTestSigner(t *testing.T) gossh.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestSSHGatewayBackToBack: sessions through the gateway one right after
+// the other on an account that rotates on check-in (scp, then sftp): the
+// first session's end checks the account in and starts its rotation; the
+// next session waits for that rotation and logs in with the new password
+// instead of being refused. The gateway's check-outs and check-ins are
+// audited with the client's address.
+func TestSSHGatewayBackToBack(t *testing.T) {
+	sshd := testenv.SSHD(t) // skips unless root
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Skip("no OpenSSH client")
+	}
+	u := testenv.LinuxUser(t, "Initial-Horse-7-battery")
+	env, _, _ := startSSHDev(t)
+	mustOK(t, run(t, env, "", "target", "add", "linux", "web1", "--host", sshd.Host, "--port", strconv.Itoa(sshd.Port),
+		"--option", "host_key="+sshd.HostKey, "--management-account", "root"), "target add")
+	mustOK(t, run(t, env, string(sshd.RootKey), "account", "add", "web1/root", "--private-key-file", "-", "--no-rotate-on-checkin"), "account add root")
+	mustOK(t, run(t, env, "Initial-Horse-7-battery\n", "account", "add", "web1/"+u.Username, "--password-stdin"), "account add")
+
+	for i := range 3 {
+		r := run(t, env, "", "ssh", u.Username+"@web1", "--", "echo", "session-"+strconv.Itoa(i))
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "session-"+strconv.Itoa(i) {
+			t.Fatalf("session %d right after the previous one: exit %d, stdout %q, stderr %q", i, r.code, r.stdout, r.stderr)
+		}
+	}
+	// Each session's check-in rotated the password.
+	var a struct {
+		CredentialVersion int64 `json:"credential_version"`
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		a = decodeJSON[struct {
+			CredentialVersion int64 `json:"credential_version"`
+		}](t, mustOK(t, run(t, env, "", "account", "show", "web1/"+u.Username, "--format", "json"), "account show").stdout)
+		if a.CredentialVersion >= 4 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if a.CredentialVersion < 4 {
+		t.Errorf("credential version %d after 3 sessions, want at least 4 (a rotation after each)", a.CredentialVersion)
+	}
+	type ev struct {
+		Actor   string `json:"actor"`
+		Outcome string `json:"outcome"`
+		Source  string `json:"source"`
+	}
+	for _, action := range []string{"account.checkout", "account.checkin"} {
+		evs := decodeJSON[[]ev](t, mustOK(t, run(t, env, "", "audit", "ls", "--action", action, "--format", "json"), "audit ls").stdout)
+		if len(evs) != 3 {
+			t.Errorf("%d %s events, want 3: %+v", len(evs), action, evs)
+		}
+		for _, e := range evs {
+			if e.Actor != "user:admin" || e.Outcome != "success" || e.Source != "127.0.0.1" {
+				t.Errorf("%s event %+v; want user:admin's success from 127.0.0.1", action, e)
+			}
+		}
+	}
 }

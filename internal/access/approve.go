@@ -107,6 +107,21 @@ func (a *Access) Deny(ctx context.Context, o audit.Origin, approver identity.Pri
 	return r, nil
 }
 
+// InApproverGroup reports whether p is a member (directly or through
+// nested groups) of r's approver group, whatever r's state: such a member
+// may view r, before and after it is decided. A request without an
+// approver group has no members.
+func (a *Access) InApproverGroup(ctx context.Context, p identity.Principal, r Request) (bool, error) {
+	if r.ApproverGroup == "" {
+		return false, nil
+	}
+	groups, err := a.approverGroups(ctx, p)
+	if err != nil {
+		return false, err
+	}
+	return groups[r.ApproverGroup], nil
+}
+
 // approverGroups returns the groups approver is in.
 func (a *Access) approverGroups(ctx context.Context, approver identity.Principal) (map[string]bool, error) {
 	if _, err := principalUID(approver); err != nil {

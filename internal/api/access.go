@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/warderhq/warder/internal/access"
@@ -206,27 +205,27 @@ func (s *Server) requestList(w http.ResponseWriter, r *http.Request, c *call) er
 	return writeJSON(w, RequestList{Requests: nonNil(rs)})
 }
 
-// requestShow shows a request to its requester, to those who may approve
-// it, and to administrators.
+// requestShow shows a request to its requester, to the members of its
+// approver group (whatever its state: before and after they decided it),
+// and to administrators.
 func (s *Server) requestShow(w http.ResponseWriter, r *http.Request, c *call) error {
-	id := r.PathValue("id")
-	req, err := s.cfg.Access.Request(r.Context(), id)
+	req, err := s.cfg.Access.Request(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	if req.Requester != c.token.Principal && !s.mayApprove(r, c, id) {
+	if req.Requester == c.token.Principal {
+		return writeJSON(w, req)
+	}
+	approver, err := s.cfg.Access.InApproverGroup(r.Context(), c.token.Principal, req)
+	if err != nil {
+		return err
+	}
+	if !approver {
 		if err := s.requireAdmin(r, c); err != nil {
 			return err
 		}
 	}
 	return writeJSON(w, req)
-}
-
-// mayApprove reports whether the request is pending for the caller.
-func (s *Server) mayApprove(r *http.Request, c *call, id string) bool {
-	self := c.token.Principal
-	rs, err := s.cfg.Access.Requests(r.Context(), access.RequestFilter{ApprovableBy: &self})
-	return err == nil && slices.ContainsFunc(rs, func(q access.Request) bool { return q.ID == id })
 }
 
 // DecisionRequest is the body of approve and deny.

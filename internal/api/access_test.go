@@ -368,6 +368,12 @@ var endpoints = map[string]endpoint{
 		}
 		return "/v1/users/" + name + "/mfa", ""
 	}, 204},
+	"POST /v1/users/{name}/unlock": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/users/" + mkUser(f, t, n) + "/unlock", ""
+	}, 200},
+	"POST /v1/users/{name}/password": {func(f *fixture, t *testing.T, n int) (string, string) {
+		return "/v1/users/" + mkUser(f, t, n) + "/password", `{"password":"a long new passphrase"}`
+	}, 200},
 	"POST /v1/groups": {func(f *fixture, t *testing.T, n int) (string, string) {
 		return "/v1/groups", fmt.Sprintf(`{"name":"grp%d"}`, n)
 	}, 200},
@@ -393,6 +399,34 @@ var endpoints = map[string]endpoint{
 			t.Fatal(err)
 		}
 		return "/v1/machines/" + name + "/secret-ids", `{"uses":1}`
+	}, 200},
+	"GET /v1/machines/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name, _ := mkMachine(f, t, n)
+		return "/v1/machines/" + name, ""
+	}, 200},
+	"POST /v1/machines/{name}/disable": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name, _ := mkMachine(f, t, n)
+		return "/v1/machines/" + name + "/disable", ""
+	}, 200},
+	"POST /v1/machines/{name}/enable": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name, _ := mkMachine(f, t, n)
+		return "/v1/machines/" + name + "/enable", ""
+	}, 200},
+	"DELETE /v1/machines/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name, _ := mkMachine(f, t, n)
+		return "/v1/machines/" + name, ""
+	}, 204},
+	"GET /v1/machines/{name}/secret-ids": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name, _ := mkMachine(f, t, n)
+		return "/v1/machines/" + name + "/secret-ids", ""
+	}, 200},
+	"DELETE /v1/machines/{name}/secret-ids/{accessor}": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name, acc := mkMachine(f, t, n)
+		return "/v1/machines/" + name + "/secret-ids/" + acc, ""
+	}, 204},
+	"DELETE /v1/machines/{name}/secret-ids": {func(f *fixture, t *testing.T, n int) (string, string) {
+		name, _ := mkMachine(f, t, n)
+		return "/v1/machines/" + name + "/secret-ids", ""
 	}, 200},
 	"PUT /v1/policies/{name}": {func(f *fixture, t *testing.T, n int) (string, string) {
 		return fmt.Sprintf("/v1/policies/p%d", n), `{"text":"permit(principal == User::\"bob\", action == Action::\"audit_read\", resource);"}`
@@ -423,9 +457,13 @@ var wantAccess = map[string]string{
 	"POST /v1/auth/db/certificate": "self", "GET /v1/sys/db": "open", "POST /v1/db/token": "self",
 	"POST /v1/users": "admin", "GET /v1/users": "admin", "GET /v1/users/{name}": "admin",
 	"POST /v1/users/{name}/disable": "admin", "POST /v1/users/{name}/enable": "admin", "DELETE /v1/users/{name}": "admin", "DELETE /v1/users/{name}/mfa": "admin",
+	"POST /v1/users/{name}/unlock": "admin", "POST /v1/users/{name}/password": "admin",
 	"POST /v1/groups": "admin", "GET /v1/groups": "admin", "GET /v1/groups/{name}": "admin",
 	"POST /v1/groups/{name}/members": "admin", "DELETE /v1/groups/{name}/members/{kind}/{member}": "admin",
 	"POST /v1/machines": "admin", "GET /v1/machines": "admin", "POST /v1/machines/{name}/secret-ids": "admin",
+	"GET /v1/machines/{name}": "admin", "POST /v1/machines/{name}/disable": "admin", "POST /v1/machines/{name}/enable": "admin",
+	"DELETE /v1/machines/{name}": "admin", "GET /v1/machines/{name}/secret-ids": "admin",
+	"DELETE /v1/machines/{name}/secret-ids/{accessor}": "admin", "DELETE /v1/machines/{name}/secret-ids": "admin",
 	"PUT /v1/policies/{name}": "admin", "GET /v1/policies": "admin", "GET /v1/policies/{name}": "admin",
 	"DELETE /v1/policies/{name}": "admin", "POST /v1/policies/check": "admin",
 	"POST /v1/targets": "admin", "GET /v1/targets": "admin", "GET /v1/targets/{name}": "admin",

@@ -168,6 +168,8 @@ func (s *Server) routes() {
 	r("POST /v1/users/{name}/enable", adminOnly, s.userEnable)
 	r("DELETE /v1/users/{name}", adminOnly, s.userDelete)
 	r("DELETE /v1/users/{name}/mfa", adminOnly, s.userResetMFA)
+	r("POST /v1/users/{name}/unlock", adminOnly, s.userUnlock)
+	r("POST /v1/users/{name}/password", adminOnly, s.userSetPassword)
 
 	r("POST /v1/groups", adminOnly, s.groupCreate)
 	r("GET /v1/groups", adminOnly, s.groupList)
@@ -177,7 +179,14 @@ func (s *Server) routes() {
 
 	r("POST /v1/machines", adminOnly, s.machineCreate)
 	r("GET /v1/machines", adminOnly, s.machineList)
+	r("GET /v1/machines/{name}", adminOnly, s.machineShow)
+	r("POST /v1/machines/{name}/disable", adminOnly, s.machineDisable)
+	r("POST /v1/machines/{name}/enable", adminOnly, s.machineEnable)
+	r("DELETE /v1/machines/{name}", adminOnly, s.machineDelete)
 	r("POST /v1/machines/{name}/secret-ids", adminOnly, s.machineIssueSecret)
+	r("GET /v1/machines/{name}/secret-ids", adminOnly, s.machineSecretIDs)
+	r("DELETE /v1/machines/{name}/secret-ids/{accessor}", adminOnly, s.machineRevokeSecret)
+	r("DELETE /v1/machines/{name}/secret-ids", adminOnly, s.machineRevokeSecrets)
 
 	r("POST /v1/targets", adminOnly, s.targetAdd)
 	r("GET /v1/targets", adminOnly, s.targetList)

@@ -170,12 +170,50 @@ func (s *Server) userList(w http.ResponseWriter, r *http.Request, c *call) error
 	return writeJSON(w, UserList{Users: nonNil(us)})
 }
 
+// UserDetail answers GET /v1/users/{name} and the routes that change one
+// user: the user and the state of their login lockout.
+type UserDetail struct {
+	identity.User
+	identity.Lockout
+}
+
 func (s *Server) userShow(w http.ResponseWriter, r *http.Request, c *call) error {
 	u, err := s.cfg.Identity.User(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, u)
+	l, err := s.cfg.Identity.Lockout(r.Context(), u.Name)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, UserDetail{User: u, Lockout: l})
+}
+
+func (s *Server) userUnlock(w http.ResponseWriter, r *http.Request, c *call) error {
+	return s.userChange(w, r, c, s.cfg.Identity.UnlockUser)
+}
+
+// SetPasswordRequest is the body of POST /v1/users/{name}/password.
+type SetPasswordRequest struct {
+	Password string `json:"password"`
+}
+
+// userSetPassword sets a user's password and revokes their tokens, except
+// the caller's own when they set their own password.
+func (s *Server) userSetPassword(w http.ResponseWriter, r *http.Request, c *call) error {
+	req, err := decode[SetPasswordRequest](r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	keep := ""
+	if c.token.Principal == (identity.Principal{Kind: identity.KindUser, Name: name}) {
+		keep = c.token.ID
+	}
+	if _, err := s.cfg.Identity.SetPassword(r.Context(), c.origin(), name, []byte(req.Password), keep); err != nil {
+		return err
+	}
+	return s.userShow(w, r, c)
 }
 
 func (s *Server) userDisable(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -304,6 +342,71 @@ func (s *Server) machineList(w http.ResponseWriter, r *http.Request, c *call) er
 		return err
 	}
 	return writeJSON(w, MachineList{Machines: nonNil(ms)})
+}
+
+func (s *Server) machineShow(w http.ResponseWriter, r *http.Request, c *call) error {
+	m, err := s.cfg.Identity.Machine(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, m)
+}
+
+func (s *Server) machineDisable(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := s.cfg.Identity.DisableMachine(r.Context(), c.origin(), r.PathValue("name")); err != nil {
+		return err
+	}
+	return s.machineShow(w, r, c)
+}
+
+func (s *Server) machineEnable(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := s.cfg.Identity.EnableMachine(r.Context(), c.origin(), r.PathValue("name")); err != nil {
+		return err
+	}
+	return s.machineShow(w, r, c)
+}
+
+func (s *Server) machineDelete(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := s.cfg.Identity.DeleteMachine(r.Context(), c.origin(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// SecretIDList answers GET /v1/machines/{name}/secret-ids.
+type SecretIDList struct {
+	SecretIDs []identity.SecretIDInfo `json:"secret_ids"`
+}
+
+func (s *Server) machineSecretIDs(w http.ResponseWriter, r *http.Request, c *call) error {
+	ids, err := s.cfg.Identity.SecretIDs(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, SecretIDList{SecretIDs: nonNil(ids)})
+}
+
+func (s *Server) machineRevokeSecret(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := s.cfg.Identity.RevokeSecretID(r.Context(), c.origin(), r.PathValue("name"), r.PathValue("accessor")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// RevokedSecretIDs answers DELETE /v1/machines/{name}/secret-ids: the
+// accessors of the secret ids revoked.
+type RevokedSecretIDs struct {
+	Revoked []string `json:"revoked"`
+}
+
+func (s *Server) machineRevokeSecrets(w http.ResponseWriter, r *http.Request, c *call) error {
+	revoked, err := s.cfg.Identity.RevokeSecretIDs(r.Context(), c.origin(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, RevokedSecretIDs{Revoked: nonNil(revoked)})
 }
 
 // IssueSecretIDRequest is the body of POST /v1/machines/{name}/secret-ids.

@@ -195,9 +195,9 @@ func (s *Server) accountAdd(w http.ResponseWriter, r *http.Request, c *call) err
 	}
 	if req.Generate {
 		// Set a fresh credential on the target now, through its
-		// management account. A failure leaves the account without a
-		// credential; the answer says why.
-		if _, err := s.cfg.Rotation.Rotate(r.Context(), c.origin(), a.ID); err != nil {
+		// management account. A failure undoes the add when that loses
+		// nothing; the answer says why and what became of the account.
+		if _, err := s.cfg.Rotation.Initialize(r.Context(), c.origin(), a.ID); err != nil {
 			return err
 		}
 		if a, err = s.cfg.Vault.Account(r.Context(), a.ID); err != nil {
@@ -356,8 +356,20 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request, c *call) error 
 	return writeJSON(w, lease)
 }
 
+// leaseList shows administrators (admin on System) and auditors
+// (audit_read) every lease and waiter, and anyone else only their own:
+// another holder's lease id would let them extend or follow it.
 func (s *Server) leaseList(w http.ResponseWriter, r *http.Request, c *call) error {
-	ll, err := s.cfg.Vault.Leases(r.Context(), r.URL.Query().Get("account"))
+	account := r.URL.Query().Get("account")
+	var (
+		ll  vault.LeaseList
+		err error
+	)
+	if s.requireAdminQuiet(r, c) || s.authorizeResource(r, c, authz.ActionAuditRead, SystemResource) == nil {
+		ll, err = s.cfg.Vault.Leases(r.Context(), account)
+	} else {
+		ll, err = s.cfg.Vault.LeasesHeldBy(r.Context(), account, c.token.Principal.Actor())
+	}
 	if err != nil {
 		return err
 	}

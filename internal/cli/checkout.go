@@ -190,7 +190,7 @@ func (e *env) checkoutExtendCommand() *cobra.Command {
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "extend LEASE_ID --ttl DURATION",
-		Short: "Extend your lease to end DURATION from now (within the policy's maximum)",
+		Short: "Extend your lease to end the --ttl duration from now (within the policy's maximum)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ttl <= 0 {

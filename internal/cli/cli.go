@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 
@@ -52,11 +53,8 @@ type usageError struct{ error }
 // Main runs the command line and returns the process exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, environ: os.Environ()}
-	root := e.rootCommand()
+	root := e.commandTree()
 	root.SetArgs(args)
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -113,6 +111,117 @@ func (e *env) rootCommand() *cobra.Command {
 		e.roleCommand(), e.requestCommand(), e.grantCommand(), e.incidentCommand(), e.reviewCommand(), e.sessionCommand(),
 		e.sshCommand(), e.sshConfigCommand(), e.sshCACommand(), e.dbCommand())
 	return root
+}
+
+// commandTree is the root command with its I/O set, cobra's help and
+// completion commands added, and strictArgs applied to the whole tree.
+func (e *env) commandTree() *cobra.Command {
+	root := e.rootCommand()
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	strictArgs(root)
+	if help, _, err := root.Find([]string{"help"}); err == nil && help != root {
+		help.Args = unknownHelpTopic
+	}
+	// A group is runnable only to print its help: its usage does not offer
+	// "warder machine [flags]" as if it did something alone.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}",
+		`{{if and .Runnable (not (index .Annotations "`+groupAnnotation+`"))}}`, 1))
+	return root
+}
+
+// strictArgs makes every command of the tree refuse arguments it does not
+// take with a usage error (exit 2). A command group (one with subcommands
+// and nothing to run of its own) prints its help when called alone and
+// refuses anything else as an unknown command: cobra would print the help
+// and exit 0 for "warder machine show" when machine has no show. The
+// positional-argument errors of the other commands become usage errors.
+func strictArgs(cmd *cobra.Command) {
+	switch {
+	case cmd.HasSubCommands() && !cmd.Runnable():
+		if cmd.Annotations == nil {
+			cmd.Annotations = map[string]string{}
+		}
+		cmd.Annotations[groupAnnotation] = "true"
+		cmd.Args = unknownSubcommand
+		cmd.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+	case cmd.Args != nil:
+		check := cmd.Args
+		cmd.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				var ue usageError
+				if errors.As(err, &ue) {
+					return err
+				}
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, c := range cmd.Commands() {
+		strictArgs(c)
+	}
+}
+
+// groupAnnotation marks the commands that strictArgs made command groups.
+const groupAnnotation = "warder.group"
+
+// commandWord matches what may be a mistyped command name; anything else
+// (it may be a secret pasted in the wrong place) is not repeated.
+var commandWord = regexp.MustCompile(`^[a-z][a-z-]{0,23}$`)
+
+// unknownSubcommand is the Args of a command group: no arguments but the
+// names of its subcommands, which cobra has already dispatched.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	what := "an unknown command"
+	if commandWord.MatchString(args[0]) {
+		what = fmt.Sprintf("unknown command %q", args[0])
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			what += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+	}
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	commands := fmt.Sprintf("see %q", cmd.CommandPath()+" --help")
+	if len(names) <= 10 {
+		commands = "its commands are " + strings.Join(names, ", ")
+	}
+	return usageError{fmt.Errorf("%s for %q: %s", what, cmd.CommandPath(), commands)}
+}
+
+// unknownHelpTopic is the Args of "warder help": a command path, which
+// cobra would answer with "Unknown help topic" and exit 0.
+func unknownHelpTopic(cmd *cobra.Command, args []string) error {
+	found, rest, err := cmd.Root().Find(args)
+	switch {
+	case err == nil && len(rest) == 0:
+		return nil
+	case found == nil || len(rest) == 0:
+		found, rest = cmd.Root(), args
+	}
+	return unknownSubcommand(found, rest)
+}
+
+// noArgs is cobra.NoArgs for a command that reads a secret from a prompt
+// or stdin: its error says why without repeating the argument, which may
+// be that secret typed in the wrong place.
+func noArgs(why string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("%s takes no arguments: %s", cmd.CommandPath(), why)}
+		}
+		return nil
+	}
 }
 
 // client builds an API client from flags and the environment. Its token is

@@ -249,12 +249,13 @@ appears in psql's arguments or environment. The exit status is psql's.`,
 var psqlKeep = map[string]bool{"PGDATABASE": true, "PGAPPNAME": true, "PGCLIENTENCODING": true, "PGDATESTYLE": true,
 	"PGTZ": true, "PGCONNECT_TIMEOUT": true}
 
-// psqlEnviron is environ without the PG* variables psql must not see.
+// psqlEnviron is environ without the PG* variables psql must not see, nor
+// Warder's credentials (psql runs shell commands with \!).
 func psqlEnviron(environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "PG") && !psqlKeep[name] {
+		if strings.HasPrefix(name, "PG") && !psqlKeep[name] || isCredentialVar(name) {
 			continue
 		}
 		out = append(out, kv)

@@ -36,6 +36,9 @@ func (e *env) grantListCommand() *cobra.Command {
 			}
 			gs, err := c.Grants(cmd.Context(), f)
 			if err != nil {
+				if !f.Mine && client.IsCode(err, "denied") {
+					return fmt.Errorf("%w\nListing every grant is for administrators: list your own with --mine", err)
+				}
 				return err
 			}
 			if gs == nil {

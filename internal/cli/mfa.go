@@ -45,7 +45,7 @@ With --format json nothing is asked: the output is {"secret", "uri"},
 plus "recovery_codes" when --code confirmed the enrollment. Without a
 code, confirm later with "warder mfa confirm totp --code CODE". Enrolling
 again before confirming starts over with a new secret.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("give the code with --code or at the prompt"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
@@ -101,7 +101,7 @@ func (e *env) confirmTOTPCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "totp",
 		Short: "Confirm a pending TOTP enrollment with a first code and print the recovery codes",
-		Args:  cobra.NoArgs,
+		Args:  noArgs("give the code with --code or at the prompt"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if code == "" {
 				if _, tty := e.stdinTerminal(); !tty {

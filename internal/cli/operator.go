@@ -104,7 +104,7 @@ func (e *env) unsealCommand() *cobra.Command {
 without echo; otherwise each non-empty line of stdin is submitted in turn
 until the server is unsealed. Shares are never taken as arguments: other
 users of the machine can read process arguments.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("shares are read from the prompt or stdin, never from the command line"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {

@@ -113,6 +113,9 @@ func (e *env) requestListCommand() *cobra.Command {
 			}
 			reqs, err := c.Requests(cmd.Context(), f)
 			if err != nil {
+				if !f.Mine && !f.PendingForMe && client.IsCode(err, "denied") {
+					return fmt.Errorf("%w\nListing every request is for administrators: list your own with --mine, or those waiting for your approval with --pending-for-me", err)
+				}
 				return err
 			}
 			if reqs == nil {

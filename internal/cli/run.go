@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/warderhq/warder/internal/config"
 )
 
 // forwardedSignals are passed on to the command warder run started.
@@ -28,7 +30,15 @@ command's exit status (128+N when a signal N ended it; 127 when it cannot
 be found).
 
 A secret's key replaces a variable of the same name that warder inherited.
-Two secrets that define the same key are refused.`,
+Two secrets that define the same key are refused.
+
+The command never gets your Warder credentials: WARDER_TOKEN (and the
+server's secret settings WARDER_STORAGE, WARDER_NOTIFY_WEBHOOKS and
+WARDER_NOTIFY_WEBHOOK_SECRET) are removed from its environment unless a
+secret defines them. WARDER_ADDR and WARDER_CACERT, which are not secret,
+are passed on, for a command that talks to Warder with credentials of its
+own. The command runs as you, so it could still read the token file of
+"warder login": run untrusted commands as another user.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("name the command to run after --")}
@@ -66,13 +76,28 @@ Two secrets that define the same key are refused.`,
 	return cmd
 }
 
-// runWith runs argv with vars added to warder's environment and returns
-// its exit status as an exitError (nil for 0).
+// isCredentialVar reports whether the environment variable k holds a
+// Warder credential: the CLI's token, or a server setting that is a
+// secret. warder run does not pass these on to the command it runs.
+func isCredentialVar(k string) bool {
+	switch k {
+	case "WARDER_TOKEN",
+		config.EnvName("storage"),               // may hold the database password
+		config.EnvName("notify_webhooks"),       // a Slack hook URL is a credential
+		config.EnvName("notify_webhook_secret"): // signs notifications
+		return true
+	}
+	return false
+}
+
+// runWith runs argv with vars added to warder's environment, less the
+// variables that hold credentials (isCredentialVar), and returns its exit
+// status as an exitError (nil for 0).
 func (e *env) runWith(argv []string, vars map[string]string) error {
 	env := make([]string, 0, len(e.environ)+len(vars))
 	for _, kv := range e.environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := vars[k]; !ok {
+		if _, ok := vars[k]; !ok && !isCredentialVar(k) {
 			env = append(env, kv)
 		}
 	}

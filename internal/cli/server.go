@@ -84,6 +84,9 @@ key that unseals the data sits next to it.`,
 		Args: cobra.NoArgs,
 	}
 	flags := serverFlags(cmd.Flags(), &configFile)
+	// Help strings only: dev's gateways listen by default (below).
+	cmd.Flags().Lookup("ssh-listen").Usage = `SSH gateway listen address, host:port; default "127.0.0.1:2222" in dev; --ssh-listen "": no SSH gateway (env WARDER_SSH_LISTEN)`
+	cmd.Flags().Lookup("db-listen").Usage = `database (PostgreSQL) gateway listen address, host:port; default "127.0.0.1:7432" in dev; --db-listen "": no database gateway (env WARDER_DB_LISTEN)`
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		defaults := config.Default()
 		defaults.DataDir = ".warder-dev"
@@ -98,6 +101,7 @@ key that unseals the data sits next to it.`,
 			return usageError{fmt.Errorf("dev mode uses the embedded SQLite store; run `warder server --storage postgres://...` for PostgreSQL")}
 		}
 		logger := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+		warnExposedSecrets(logger, configFile, flags())
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		srv, err := server.New(ctx, cfg, server.Options{Logger: logger, Version: Version})
@@ -128,12 +132,19 @@ Point the CLI at it:
 	return cmd
 }
 
-// warnExposedSecrets warns when the storage URL's password is visible to
-// other users of the machine: in the process arguments, or in a config
-// file they can read.
+// warnExposedSecrets warns when a secret setting is visible to other users
+// of the machine: the storage URL's password or a notification webhook
+// secret in the process arguments, or either in a config file they can
+// read.
 func warnExposedSecrets(logger *slog.Logger, configFile string, flags map[string]string) {
 	if hasPassword(flags["storage"]) {
 		logger.Warn("the --storage URL contains a password, which other users can read in the process list; use WARDER_STORAGE, the config file or ~/.pgpass instead")
+	}
+	for _, key := range []string{"notify_webhook_secret", "notify_webhooks"} {
+		if flags[key] != "" {
+			logger.Warn(fmt.Sprintf("--%s is a secret, which other users can read in the process list; use %s or the config file (mode 0600) instead",
+				config.FlagName(key), config.EnvName(key)))
+		}
 	}
 	if configFile == "" {
 		return
@@ -142,8 +153,15 @@ func warnExposedSecrets(logger *slog.Logger, configFile string, flags map[string
 	if err != nil || fi.Mode().Perm()&0o077 == 0 {
 		return
 	}
-	if data, err := os.ReadFile(configFile); err == nil && strings.Contains(string(data), "://") && strings.Contains(string(data), "@") {
+	data, err := os.ReadFile(configFile)
+	if err != nil {
+		return
+	}
+	if strings.Contains(string(data), "://") && strings.Contains(string(data), "@") {
 		logger.Warn("the config file may hold a database password and is readable by other users; chmod 600 it", "file", configFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
+	if strings.Contains(string(data), "notify_webhook") {
+		logger.Warn("the config file holds notification webhook settings, which may be secrets, and is readable by other users; chmod 600 it", "file", configFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
 }
 

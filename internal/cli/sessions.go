@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -65,19 +68,51 @@ func (e *env) sessionListCommand() *cobra.Command {
 	return cmd
 }
 
+// sessionShow is what `session show` prints: the session detail and, for
+// an SFTP session (scp and sftp), its file operations, read from the
+// recording.
+type sessionShow struct {
+	client.SessionDetail
+	Files []sessionFile `json:"files,omitempty"`
+}
+
+// sftpCommand is the recorded command of an SSH session that ran the SFTP
+// subsystem (sftp, and scp since OpenSSH 9.0); only such sessions record
+// file operations.
+const sftpCommand = "subsystem:sftp"
+
 func (e *env) sessionShowCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show ID",
-		Short: "Show a session and the commands typed (ssh) or statements run (db)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Show a session and the commands typed or file operations (ssh), or statements run (db)",
+		Long: `Show a session: who, where, its status, and what happened in it: the
+command lines typed (interactive SSH sessions, reconstructed from the
+keystrokes), the file operations of an SFTP session (sftp, and scp from
+OpenSSH 9.0 on; legacy "scp -O" and rsync run a command, whose line is
+shown): time, operation, path, an open's mode, and for a closed file the
+bytes read and written through it; or the statements run (database
+sessions).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
 				return err
 			}
-			d, err := c.Session(cmd.Context(), args[0])
+			sd, err := c.Session(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			d := sessionShow{SessionDetail: sd}
+			if d.Kind == "ssh" && d.Command == sftpCommand {
+				var buf bytes.Buffer
+				if err := c.WithoutTimeout().SessionRecording(cmd.Context(), args[0], &buf); err != nil {
+					return fmt.Errorf("file operations: %w", err)
+				}
+				_, events, err := recording.DecodeAsciicast(&buf)
+				if err != nil {
+					return fmt.Errorf("file operations: %w", err)
+				}
+				d.Files = sessionFiles(events)
 			}
 			return e.print(d, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "Session\t%s (%s)\nWho\t%s from %s\nTarget\t%s %s\nStatus\t%s\n", d.ID, d.Kind, d.Principal, dash(d.Source), d.Target, d.Account, d.Status)
@@ -92,11 +127,112 @@ func (e *env) sessionShowCommand() *cobra.Command {
 				}
 				if len(d.Statements) > 0 {
 					w.Flush()
-					e.printStatements(d)
+					e.printStatements(d.SessionDetail)
+				}
+				if len(d.Files) > 0 {
+					w.Flush()
+					e.printFiles(d)
 				}
 			})
 		},
 	}
+}
+
+// sessionFile is a file operation the SSH gateway recorded (a File event:
+// op, path, to, flags, read, written), with time, the seconds from the
+// session's start.
+type sessionFile struct {
+	Time    float64 `json:"time"`
+	Op      string  `json:"op"` // open, close, remove, rename, mkdir, rmdir, setstat, symlink, hardlink
+	Path    string  `json:"path"`
+	To      string  `json:"to,omitempty"`    // rename, symlink, hardlink: the other path
+	Flags   string  `json:"flags,omitempty"` // open: "r", "w" or "rw", plus "a" (append), "c" (create), "t" (truncate)
+	Read    int64   `json:"read,omitempty"`  // close: bytes read through the handle
+	Written int64   `json:"written,omitempty"`
+	// Unreadable marks a record that could not be decoded; only Time is
+	// set.
+	Unreadable bool `json:"unreadable,omitempty"`
+}
+
+// sessionFiles returns the file operations among a recording's events.
+// The recorder splits a long record into several events at the same
+// time; they are joined again.
+func sessionFiles(events []recording.Event) []sessionFile {
+	var out []sessionFile
+	var buf []byte // pieces of a record not yet complete
+	var at float64
+	flush := func() {
+		if len(buf) > 0 {
+			out = append(out, sessionFile{Time: at, Unreadable: true})
+			buf = buf[:0]
+		}
+	}
+	for _, ev := range events {
+		if ev.Type != recording.File {
+			continue
+		}
+		if len(buf) > 0 && ev.Time != at {
+			flush()
+		}
+		if len(buf) == 0 {
+			at = ev.Time
+		}
+		buf = append(buf, ev.Data...)
+		if !json.Valid(buf) {
+			continue
+		}
+		f := sessionFile{Time: at}
+		if err := json.Unmarshal(buf, &f); err != nil || f.Op == "" {
+			f = sessionFile{Time: at, Unreadable: true}
+		}
+		f.Time = at
+		out = append(out, f)
+		buf = buf[:0]
+	}
+	flush()
+	return out
+}
+
+// printFiles prints d's file operations.
+func (e *env) printFiles(d sessionShow) {
+	fmt.Fprintln(e.stdout, "\nFile operations:")
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "#\tTIME\tOP\tDETAIL\tPATH")
+	for i, f := range d.Files {
+		at := d.StartedAt.Add(time.Duration(f.Time * float64(time.Second))).Local().Format("15:04:05.000")
+		if f.Unreadable {
+			fmt.Fprintf(w, "%d\t%s\t-\t-\t(unreadable record)\n", i+1, at)
+			continue
+		}
+		path := displayPath(f.Path)
+		if f.To != "" {
+			path += " -> " + displayPath(f.To)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", i+1, at, displayPath(f.Op), f.detail(), path)
+	}
+	w.Flush()
+}
+
+// detail is what the record says besides the operation and path: an
+// open's mode, a close's byte counts.
+func (f sessionFile) detail() string {
+	switch {
+	case f.Op == "close":
+		return fmt.Sprintf("read %d B, written %d B", f.Read, f.Written)
+	case f.Flags != "":
+		return "mode " + displayPath(f.Flags)
+	}
+	return "-"
+}
+
+// displayPath returns a path as recorded, quoted (Go syntax) when it holds
+// anything but printable characters, so that a file name cannot write
+// control sequences to the terminal.
+func displayPath(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == '"' }) || !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func (e *env) sessionPlayCommand() *cobra.Command {

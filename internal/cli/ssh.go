@@ -287,8 +287,10 @@ with the account as the user name:
 
 The first block also allows logging in to the gateway directly, the SSH
 user name selecting the account: "ssh root@web1@warder" (or
-"ssh -l root@web1 warder"); "ssh web1@warder" uses the target's default
-account.`,
+"ssh -l root@web1 warder"). "ssh web1@warder" logs in as the account
+your live just-in-time grant on web1 names, else as the target's
+default_account option; without either the gateway refuses it and asks
+you to name the account. It never picks the management account.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if alias == "" || strings.ContainsAny(alias, " \t\r\n*?!@,") {
@@ -334,16 +336,23 @@ func (e *env) sshCACommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "ssh-ca",
 		Short: "Print the host-access CA key, for sshd's TrustedUserCAKeys on targets",
-		Long: `Print Warder's host-access CA public key. Linux targets with the option
+		Long: `Print Warder's host-access CA public key, one line in authorized_keys
+format ("ssh-ed25519 AAAA… warder-access-ca"), on standard output, and how
+to install it on standard error. Linux targets with the option
 ssh_auth=certificate are logged in to by the SSH gateway with an ephemeral
 certificate of this CA (principal: the account; key id
-"warder:PRINCIPAL:ID"; valid one hour), so their sshd must trust it:
+"warder:PRINCIPAL:ID"; valid one hour), so their sshd must trust it: put
+the line in a file that sshd_config's TrustedUserCAKeys names, and reload
+sshd:
 
-    warder ssh-ca > /etc/ssh/warder_access_ca.pub
+    warder ssh-ca > warder_access_ca.pub     # then, on the target, as root:
+    install -m 644 warder_access_ca.pub /etc/ssh/warder_access_ca.pub
     echo 'TrustedUserCAKeys /etc/ssh/warder_access_ca.pub' >> /etc/ssh/sshd_config
+    systemctl reload sshd
 
-The key is derived from the root key: it stays the same for the life of
-the installation.`,
+With --format json the key is {"access_ca_key": "ssh-ed25519 AAAA…"}. The
+key is derived from the root key: it stays the same for the life of the
+installation.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
@@ -360,21 +369,39 @@ the installation.`,
 			out := struct {
 				AccessCAKey string `json:"access_ca_key"`
 			}{strings.TrimSpace(info.AccessCAKey)}
-			return e.print(out, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, out.AccessCAKey+" warder-access-ca")
-			})
+			line := out.AccessCAKey + " warder-access-ca"
+			if err := e.print(out, func(w *tabwriter.Writer) { fmt.Fprintln(w, line) }); err != nil {
+				return err
+			}
+			if e.format == "table" {
+				fmt.Fprintf(e.stderr, sshCAInstall, line)
+			}
+			return nil
 		},
 	}
 }
+
+// sshCAInstall tells, on standard error, how to install the host-access
+// CA key line (%s) on a target.
+const sshCAInstall = `# The line above is the host-access CA key. On each target with
+# ssh_auth=certificate, as root:
+#   echo '%s' > /etc/ssh/warder_access_ca.pub
+#   echo 'TrustedUserCAKeys /etc/ssh/warder_access_ca.pub' >> /etc/ssh/sshd_config
+#   systemctl reload sshd    # or: service ssh reload
+`
 
 func (e *env) sshCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "ssh [ACCOUNT@]TARGET [-- COMMAND...]",
 		Short: "Connect to a target through the SSH gateway",
 		Long: `Connect to a target's account through Warder's SSH gateway with the
-system's ssh, which must be on the PATH. Without ACCOUNT, the target's
-default account is used (its management account, else root). The exit
-status is the remote command's, or 255 when ssh itself fails.`,
+system's ssh, which must be on the PATH. Without ACCOUNT, the gateway logs
+in as the account that the role of your live just-in-time grant on the
+target names (resource == Account::"TARGET/ACCOUNT"), else as the target's
+default_account option; with neither it refuses and asks you to name the
+account (ACCOUNT@TARGET). The management account is never used unless
+named. The exit status is the remote command's, or 255 when ssh itself
+fails.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash > 1 || dash == -1 && len(args) > 1 {

@@ -172,12 +172,25 @@ func TestSSHCA(t *testing.T) {
 	if _, comment, _, _, err := gossh.ParseAuthorizedKey([]byte(r.stdout)); err != nil || comment != "warder-access-ca" {
 		t.Errorf("parse: %v, comment %q", err, comment)
 	}
+	// Standard error says how to install it: the line into a file, and
+	// the TrustedUserCAKeys directive naming that file.
+	for _, want := range []string{
+		"echo '" + strings.TrimSpace(r.stdout) + "' > /etc/ssh/warder_access_ca.pub\n",
+		"echo 'TrustedUserCAKeys /etc/ssh/warder_access_ca.pub' >> /etc/ssh/sshd_config\n",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("ssh-ca: stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
 	r = runCLI("", "ssh-ca", "--format", "json")
 	var got struct {
 		AccessCAKey string `json:"access_ca_key"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || got.AccessCAKey != authorizedLine(f.accessCA.PublicKey()) {
 		t.Errorf("json: %q, %v", r.stdout, err)
+	}
+	if r.stderr != "" {
+		t.Errorf("json: stderr %q", r.stderr)
 	}
 }
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
@@ -15,8 +16,66 @@ func (e *env) userCommand() *cobra.Command {
 	cmd.AddCommand(e.userCreateCommand(), e.userListCommand(), e.userShowCommand(),
 		e.userActionCommand("disable", "Disable a user and revoke all of their tokens", (*client.Client).DisableUser),
 		e.userActionCommand("enable", "Let a disabled user log in again", (*client.Client).EnableUser),
-		e.userDeleteCommand())
+		e.userDeleteCommand(),
+		e.userActionCommand("unlock", "Clear a user's login lockout after too many failed logins", (*client.Client).UnlockUser),
+		e.userSetPasswordCommand())
 	cmd.AddCommand(e.userResetMFACommand())
+	return cmd
+}
+
+func (e *env) userSetPasswordCommand() *cobra.Command {
+	var passwordStdin bool
+	cmd := &cobra.Command{
+		Use:   "set-password NAME [--password-stdin]",
+		Short: "Set or reset a user's password, and revoke their tokens",
+		Long: `Set the user's password, as an administrator: for a new user created
+without one, or a reset. The password is read from stdin with
+--password-stdin, or else from a prompt without echo (asked twice); it
+is never taken as an argument.
+
+It also clears the lockout of the user's name and revokes all of the
+user's tokens, so that whoever got one with the old password loses it;
+when you set your own password, the token you use now is kept. Audited
+as identity.user.password.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var (
+				password string
+				err      error
+			)
+			fd, tty := e.stdinTerminal()
+			switch {
+			case passwordStdin:
+				password, err = e.readStdinSecret("password")
+			case tty:
+				if password, err = e.promptHidden(fd, "New password for "+args[0]+": "); err != nil {
+					return err
+				}
+				var again string
+				if again, err = e.promptHidden(fd, "Again: "); err == nil && again != password {
+					return usageError{errors.New("the passwords do not match")}
+				}
+			default:
+				return usageError{errors.New("stdin is not a terminal to prompt for the password: pipe it in with --password-stdin")}
+			}
+			if err != nil {
+				return err
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			u, err := c.SetUserPassword(cmd.Context(), args[0], password)
+			if err != nil {
+				return err
+			}
+			if e.format == "table" {
+				fmt.Fprintf(e.stderr, "Set the password of %s and revoked their tokens (but the one you use, if it is theirs).\n", u.Name)
+			}
+			return e.printUser(u)
+		},
+	}
+	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin")
 	return cmd
 }
 
@@ -135,6 +194,14 @@ func (e *env) printUser(u client.User) error {
 		fmt.Fprintf(w, "Status\t%s\n", u.Status)
 		fmt.Fprintf(w, "Password\t%s\n", yesNo(u.HasPassword))
 		fmt.Fprintf(w, "MFA enrolled\t%s\n", yesNo(u.MFAEnrolled))
+		switch {
+		case !u.LockedUntil.IsZero():
+			fmt.Fprintf(w, "Locked\tyes, until %s after %d failed logins (\"warder user unlock %s\" ends it)\n", when(u.LockedUntil), u.FailedLogins, u.Name)
+		case u.FailedLogins > 0:
+			fmt.Fprintf(w, "Locked\tno (%d recent failed logins)\n", u.FailedLogins)
+		default:
+			fmt.Fprintln(w, "Locked\tno")
+		}
 		fmt.Fprintf(w, "Created\t%s\n", when(u.CreatedAt))
 		fmt.Fprintf(w, "Updated\t%s\n", when(u.UpdatedAt))
 	})

@@ -12,6 +12,7 @@ import (
 // Machine is a workload that logs in with a role id and a secret id.
 type Machine struct {
 	Name        string    `json:"name"`
+	Status      string    `json:"status"`        // "active" or "disabled"
 	RoleID      string    `json:"role_id"`       // not secret: it names the machine's login role
 	TokenTTL    Duration  `json:"token_ttl"`     // lifetime of its tokens
 	TokenMaxTTL Duration  `json:"token_max_ttl"` // renewals stop this long after login
@@ -60,7 +61,9 @@ type SecretIDSpec struct {
 // accessor: it names the secret id in listings and audit events.
 type SecretIDInfo struct {
 	ID        string    `json:"id"`
-	Uses      int       `json:"uses"` // uses left; 0: unlimited
+	Uses      int       `json:"uses"`      // logins it allows; 0: unlimited
+	UsesLeft  int       `json:"uses_left"` // logins left of Uses
+	CreatedAt time.Time `json:"created_at,omitzero"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	CIDRs     []string  `json:"cidrs"`
 }
@@ -108,4 +111,55 @@ func (c *Client) IssueSecretID(ctx context.Context, machine string, spec SecretI
 	var res IssuedSecretID
 	err := c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(machine)+"/secret-ids", nil, req, &res)
 	return res, err
+}
+
+// Machine describes one machine.
+func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
+	var res Machine
+	err := c.do(ctx, http.MethodGet, "/v1/machines/"+url.PathEscape(name), nil, nil, &res)
+	return res, err
+}
+
+// DisableMachine disables a machine and revokes all of its tokens.
+func (c *Client) DisableMachine(ctx context.Context, name string) (Machine, error) {
+	var res Machine
+	err := c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(name)+"/disable", nil, nil, &res)
+	return res, err
+}
+
+// EnableMachine lets a disabled machine log in again.
+func (c *Client) EnableMachine(ctx context.Context, name string) (Machine, error) {
+	var res Machine
+	err := c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(name)+"/enable", nil, nil, &res)
+	return res, err
+}
+
+// DeleteMachine deletes a machine with its secret ids and revokes its
+// tokens.
+func (c *Client) DeleteMachine(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/machines/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// SecretIDs describes a machine's secret ids, never their secrets.
+func (c *Client) SecretIDs(ctx context.Context, machine string) ([]SecretIDInfo, error) {
+	var res struct {
+		SecretIDs []SecretIDInfo `json:"secret_ids"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/machines/"+url.PathEscape(machine)+"/secret-ids", nil, nil, &res)
+	return res.SecretIDs, err
+}
+
+// RevokeSecretID revokes the machine's secret id named by its accessor.
+func (c *Client) RevokeSecretID(ctx context.Context, machine, accessor string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/machines/"+url.PathEscape(machine)+"/secret-ids/"+url.PathEscape(accessor), nil, nil, nil)
+}
+
+// RevokeSecretIDs revokes every secret id of the machine and returns their
+// accessors.
+func (c *Client) RevokeSecretIDs(ctx context.Context, machine string) ([]string, error) {
+	var res struct {
+		Revoked []string `json:"revoked"`
+	}
+	err := c.do(ctx, http.MethodDelete, "/v1/machines/"+url.PathEscape(machine)+"/secret-ids", nil, nil, &res)
+	return res.Revoked, err
 }

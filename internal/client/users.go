@@ -17,6 +17,11 @@ type User struct {
 	MFAEnrolled bool      `json:"mfa_enrolled"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+	// FailedLogins and LockedUntil are the login lockout of the user's
+	// name: recent consecutive failures, and when a lock ends (zero: not
+	// locked). Only the routes about one user fill them in.
+	FailedLogins int       `json:"failed_logins,omitempty"`
+	LockedUntil  time.Time `json:"locked_until,omitzero"`
 }
 
 // NewUser is the body of POST /v1/users. Password "" creates a user who
@@ -68,4 +73,21 @@ func (c *Client) EnableUser(ctx context.Context, name string) (User, error) {
 // DeleteUser deletes a user and revokes all of their tokens.
 func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// UnlockUser clears the login lockout of a user's name.
+func (c *Client) UnlockUser(ctx context.Context, name string) (User, error) {
+	var res User
+	err := c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/unlock", nil, nil, &res)
+	return res, err
+}
+
+// SetUserPassword sets a user's password; the server revokes their tokens
+// but the caller's own.
+func (c *Client) SetUserPassword(ctx context.Context, name, password string) (User, error) {
+	var res User
+	err := c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/password", nil, struct {
+		Password string `json:"password"`
+	}{password}, &res)
+	return res, err
 }

@@ -45,11 +45,12 @@
 // A row is keyed by the barrier's HMAC-SHA256 of the name (Cipher.MAC,
 // purpose "identity.login_name"), not by the name or a plain hash of it: a
 // name may be a mistyped password, and an unkeyed hash could be reversed by
-// guessing. Login therefore needs the barrier unsealed (as do SetPassword
-// and EnableUser, which clear the lockout of their user). A successful
-// login deletes its row, in its transaction, unless the name is locked;
-// then it is refused, even with the right password. Audit events and logs
-// name only existing users, never an unknown name.
+// guessing. Login therefore needs the barrier unsealed (as do SetPassword,
+// EnableUser and UnlockUser, which clear the lockout of their user, and
+// Lockout, which reads it). A successful login deletes its row, in its
+// transaction, unless the name is locked; then it is refused, even with
+// the right password. Audit events and logs name only existing users,
+// never an unknown name.
 //
 // The table is bounded by the names that failed recently: an attempt more
 // than LockoutDuration after the name's previous one, or after its lock
@@ -290,20 +291,21 @@ func (p Principal) valid() bool {
 
 // LifecycleEvent tells subscribers that a principal stopped being usable.
 type LifecycleEvent struct {
-	Kind      string    `json:"kind"` // "user.disabled", "user.deleted" or "machine.deleted"
+	Kind      string    `json:"kind"` // "user.disabled", "user.deleted", "machine.disabled" or "machine.deleted"
 	Principal Principal `json:"principal"`
 	At        time.Time `json:"at"`
 }
 
 // The lifecycle event kinds.
 const (
-	EventUserDisabled   = "user.disabled"
-	EventUserDeleted    = "user.deleted"
-	EventMachineDeleted = "machine.deleted"
+	EventUserDisabled    = "user.disabled"
+	EventUserDeleted     = "user.deleted"
+	EventMachineDisabled = "machine.disabled"
+	EventMachineDeleted  = "machine.deleted"
 )
 
-// Subscribe adds fn to the functions called after a user is disabled or
-// deleted, or a machine deleted. Call it while wiring the server. fn runs
+// Subscribe adds fn to the functions called after a user or a machine is
+// disabled or deleted. Call it while wiring the server. fn runs
 // synchronously, after the change has committed, in the goroutine of the
 // call that made it, in order of subscription; it handles (logs) its own
 // errors and should return promptly.

@@ -117,7 +117,7 @@ func (d *Directory) resetFailuresTx(ctx context.Context, tx *sql.Tx, k nameKey, 
 }
 
 // unlockTx clears the failure count and any lockout of the name k in tx
-// (an admin's SetPassword or EnableUser).
+// (an admin's SetPassword, EnableUser or UnlockUser).
 func (d *Directory) unlockTx(ctx context.Context, tx *sql.Tx, k nameKey) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM identity_login_failures WHERE name_mac = $1`, []byte(k)); err != nil {
 		return fmt.Errorf("identity: clear lockout: %w", err)

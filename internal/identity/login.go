@@ -30,8 +30,15 @@ var (
 	// when the user has TOTP enrolled and no code was given.
 	ErrMFARequired = errkind.New(errkind.Unauthenticated, "identity: a TOTP code is required")
 	// ErrBadMFACode is returned, only after the password was verified, for
-	// a wrong, reused or expired TOTP code or recovery code.
+	// a wrong or expired TOTP code or a wrong or used recovery code.
 	ErrBadMFACode = errkind.New(errkind.Unauthenticated, "identity: invalid TOTP code or recovery code")
+	// ErrMFACodeReused is returned, only after the password was verified,
+	// for the TOTP code of a time step that was already used (or passed
+	// by a later one): the code was right, but is accepted once only. It
+	// counts as a failure like ErrBadMFACode; it tells only who knows the
+	// password that a code of a spent step was given, which cannot be used
+	// again.
+	ErrMFACodeReused = errkind.New(errkind.Unauthenticated, "identity: this TOTP code was already used; wait for the next one")
 	// ErrRateLimited is returned while the user name (whether or not it
 	// names a user) is locked out after too many consecutive failures, or
 	// the source address has failed too often.
@@ -68,7 +75,7 @@ type loginUser struct {
 // in a row.
 //
 // A TOTP code is accepted once: a code of the same or an earlier step than
-// the last one accepted is refused. A successful login clears the name's
+// the last one accepted is refused, with ErrMFACodeReused. A successful login clears the name's
 // failure count, and rehashes the password if its stored Argon2id
 // parameters are not the current ones. Login needs the barrier unsealed.
 func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest) (string, Token, error) {
@@ -162,6 +169,12 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 				return err
 			}
 			if !used {
+				// A code that matched a step a concurrent login spent
+				// meanwhile, or one of a step spent before, is a replay.
+				if totpOK || spentTOTP(tr.secret, req.TOTP, now, tr.lastStep) {
+					failure = ErrMFACodeReused
+					return d.loginFailedTx(ctx, tx, o, at, resource, "reused_code", now)
+				}
 				failure = ErrBadMFACode
 				return d.loginFailedTx(ctx, tx, o, at, resource, "bad_code", now)
 			}
@@ -211,7 +224,7 @@ func (d *Directory) Login(ctx context.Context, o audit.Origin, req LoginRequest)
 	switch {
 	case err != nil:
 		return "", Token{}, err
-	case failure == ErrBadMFACode:
+	case failure == ErrBadMFACode || failure == ErrMFACodeReused:
 		d.pruneFailures(ctx, now)
 		fallthrough
 	case failure != nil:

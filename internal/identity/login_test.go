@@ -275,7 +275,7 @@ func TestLockoutSameForEveryName(t *testing.T) {
 		if _, _, err := e.login("gone", goodPW, ""); err != nil {
 			t.Errorf("after EnableUser: %v", err)
 		}
-		if err := e.dir.SetPassword(e.ctx, admin, "nopw", goodPW); err != nil {
+		if _, err := e.dir.SetPassword(e.ctx, admin, "nopw", goodPW, ""); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := e.login("nopw", goodPW, ""); err != nil {

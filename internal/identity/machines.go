@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 // id (not secret, like a username) and a secret id.
 type Machine struct {
 	Name        string        `json:"name"`
+	Status      string        `json:"status"` // StatusActive or StatusDisabled
 	RoleID      string        `json:"role_id"`
 	TokenTTL    time.Duration `json:"token_ttl"`
 	TokenMaxTTL time.Duration `json:"token_max_ttl"`
@@ -73,10 +75,10 @@ func (d *Directory) CreateMachine(ctx context.Context, o audit.Origin, spec Mach
 		return Machine{}, errkind.New(errkind.Invalid, "identity: machine token TTL must be 1m to 24h, and its max TTL at least the TTL and at most 24h")
 	}
 	now, nowUS := d.nowMicros()
-	m := Machine{Name: spec.Name, RoleID: newRoleID(), TokenTTL: spec.TokenTTL, TokenMaxTTL: spec.TokenMaxTTL, CreatedAt: now}
+	m := Machine{Name: spec.Name, Status: StatusActive, RoleID: newRoleID(), TokenTTL: spec.TokenTTL, TokenMaxTTL: spec.TokenMaxTTL, CreatedAt: now}
 	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO identity_machines (name, role_id, token_ttl, token_max_ttl, created_at) VALUES ($1, $2, $3, $4, $5)`,
-			m.Name, m.RoleID, m.TokenTTL.Microseconds(), m.TokenMaxTTL.Microseconds(), nowUS)
+		_, err := tx.ExecContext(ctx, `INSERT INTO identity_machines (name, status, role_id, token_ttl, token_max_ttl, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+			m.Name, m.Status, m.RoleID, m.TokenTTL.Microseconds(), m.TokenMaxTTL.Microseconds(), nowUS)
 		if store.IsUniqueViolation(err) {
 			return errkind.New(errkind.Conflict, "identity: machine %q already exists", m.Name)
 		}
@@ -103,12 +105,12 @@ func newRoleID() string {
 
 var roleIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
-const machineColumns = `name, role_id, token_ttl, token_max_ttl, created_at`
+const machineColumns = `name, status, role_id, token_ttl, token_max_ttl, created_at`
 
 func scanMachine(sc interface{ Scan(...any) error }) (Machine, error) {
 	var m Machine
 	var ttl, maxTTL, created int64
-	if err := sc.Scan(&m.Name, &m.RoleID, &ttl, &maxTTL, &created); err != nil {
+	if err := sc.Scan(&m.Name, &m.Status, &m.RoleID, &ttl, &maxTTL, &created); err != nil {
 		return Machine{}, err
 	}
 	m.TokenTTL, m.TokenMaxTTL = time.Duration(ttl)*time.Microsecond, time.Duration(maxTTL)*time.Microsecond
@@ -178,6 +180,56 @@ func (d *Directory) DeleteMachine(ctx context.Context, o audit.Origin, name stri
 	return nil
 }
 
+// DisableMachine disables the machine and revokes all its tokens in one
+// transaction: the very next request with any of them is refused, it
+// cannot log in, and no secret id can be issued for it. Its secret ids are
+// kept, for EnableMachine. After commit it fires a "machine.disabled"
+// LifecycleEvent. Disabling a disabled machine does all of this again.
+func (d *Directory) DisableMachine(ctx context.Context, o audit.Origin, name string) error {
+	p := Principal{KindMachine, name}
+	now, _ := d.nowMicros()
+	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := setMachineStatusTx(ctx, tx, name, StatusDisabled); err != nil {
+			return err
+		}
+		n, err := d.revokeAllTx(ctx, tx, p)
+		if err != nil {
+			return err
+		}
+		return d.appendTx(ctx, tx, o.Event("identity.machine.disable", p.Actor(), audit.OutcomeSuccess,
+			map[string]string{"tokens_revoked": fmt.Sprint(n)}))
+	})
+	if err != nil {
+		return err
+	}
+	d.fire(ctx, LifecycleEvent{Kind: EventMachineDisabled, Principal: p, At: now})
+	return nil
+}
+
+// EnableMachine lets a disabled machine log in again with its secret ids
+// that are still valid. Tokens revoked when it was disabled stay revoked.
+func (d *Directory) EnableMachine(ctx context.Context, o audit.Origin, name string) error {
+	return d.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := setMachineStatusTx(ctx, tx, name, StatusActive); err != nil {
+			return err
+		}
+		return d.appendTx(ctx, tx, o.Event("identity.machine.enable", "machine:"+name, audit.OutcomeSuccess, nil))
+	})
+}
+
+// setMachineStatusTx sets the status of machine name in tx; no such
+// machine is NotFound.
+func setMachineStatusTx(ctx context.Context, tx *sql.Tx, name, status string) error {
+	res, err := tx.ExecContext(ctx, `UPDATE identity_machines SET status = $1 WHERE name = $2`, status, name)
+	if err != nil {
+		return fmt.Errorf("identity: update machine: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errkind.New(errkind.NotFound, "identity: no machine %q", name)
+	}
+	return nil
+}
+
 // SecretIDSpec limits a secret id.
 type SecretIDSpec struct {
 	Uses  int            // logins it allows; 0: unlimited
@@ -187,8 +239,10 @@ type SecretIDSpec struct {
 
 // SecretIDInfo describes a secret id without its secret.
 type SecretIDInfo struct {
-	ID        string    `json:"id"`   // the accessor: names the secret id, grants nothing
-	Uses      int       `json:"uses"` // logins allowed; 0: unlimited
+	ID        string    `json:"id"`        // the accessor: names the secret id, grants nothing
+	Uses      int       `json:"uses"`      // logins allowed; 0: unlimited
+	UsesLeft  int       `json:"uses_left"` // logins left of Uses; 0 with Uses 0: unlimited
+	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 	CIDRs     []string  `json:"cidrs"`
 }
@@ -216,7 +270,7 @@ func (d *Directory) IssueSecretID(ctx context.Context, o audit.Origin, machine s
 	}
 	now, nowUS := d.nowMicros()
 	accessor, secret, hash := newSecret(secretIDPrefix)
-	info := SecretIDInfo{ID: accessor, Uses: spec.Uses, ExpiresAt: now.Add(spec.TTL), CIDRs: cidrs}
+	info := SecretIDInfo{ID: accessor, Uses: spec.Uses, UsesLeft: spec.Uses, CreatedAt: now, ExpiresAt: now.Add(spec.TTL), CIDRs: cidrs}
 	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := activeTx(ctx, tx, Principal{KindMachine, machine}); err != nil {
 			return err
@@ -235,9 +289,122 @@ func (d *Directory) IssueSecretID(ctx context.Context, o audit.Origin, machine s
 	return secret, info, nil
 }
 
+// SecretIDs describes the machine's stored secret ids, oldest first,
+// including those expired or used up; never their secrets. No such
+// machine is NotFound.
+func (d *Directory) SecretIDs(ctx context.Context, machine string) ([]SecretIDInfo, error) {
+	if _, err := d.Machine(ctx, machine); err != nil {
+		return nil, err
+	}
+	rows, err := d.db.QueryContext(ctx, `SELECT accessor, uses, uses_left, cidrs, created_at, expires_at
+		FROM identity_secret_ids WHERE machine_name = $1 ORDER BY created_at, accessor`, machine)
+	if err != nil {
+		return nil, fmt.Errorf("identity: list secret ids: %w", err)
+	}
+	defer rows.Close()
+	out := []SecretIDInfo{}
+	for rows.Next() {
+		var (
+			in               SecretIDInfo
+			cidrs            string
+			created, expires int64
+		)
+		if err := rows.Scan(&in.ID, &in.Uses, &in.UsesLeft, &cidrs, &created, &expires); err != nil {
+			return nil, fmt.Errorf("identity: list secret ids: %w", err)
+		}
+		in.CreatedAt, in.ExpiresAt = store.FromMicros(created), store.FromMicros(expires)
+		in.CIDRs = []string{}
+		if cidrs != "" {
+			in.CIDRs = strings.Split(cidrs, ",")
+		}
+		out = append(out, in)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("identity: list secret ids: %w", err)
+	}
+	return out, nil
+}
+
+// ValidAccessor reports whether s has the form of a secret id's accessor
+// (its ID): 18 lowercase hexadecimal digits.
+func ValidAccessor(s string) bool {
+	if len(s) != 2*idBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !('0' <= s[i] && s[i] <= '9' || 'a' <= s[i] && s[i] <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// RevokeSecretID deletes the machine's secret id named by accessor: no
+// login succeeds with it from then on. Tokens it was used to get stay
+// valid until they expire (DisableMachine revokes them). A malformed
+// accessor is Invalid; no such machine or secret id is NotFound.
+func (d *Directory) RevokeSecretID(ctx context.Context, o audit.Origin, machine, accessor string) error {
+	if !ValidAccessor(accessor) {
+		return errkind.New(errkind.Invalid, "identity: a secret id accessor is %d hexadecimal digits", 2*idBytes)
+	}
+	return d.db.InTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM identity_secret_ids WHERE accessor = $1 AND machine_name = $2`, accessor, machine)
+		if err != nil {
+			return fmt.Errorf("identity: revoke secret id: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errkind.New(errkind.NotFound, "identity: machine %q has no secret id %s", machine, accessor)
+		}
+		return d.appendTx(ctx, tx, o.Event("identity.machine.secret_id.revoke", "machine:"+machine, audit.OutcomeSuccess,
+			map[string]string{"accessor": accessor}))
+	})
+}
+
+// RevokeSecretIDs deletes every secret id of the machine and returns the
+// accessors of those it deleted (none is not an error), in one
+// transaction with one audit event naming them. Tokens they were used to
+// get stay valid until they expire (DisableMachine revokes them). No such
+// machine is NotFound.
+func (d *Directory) RevokeSecretIDs(ctx context.Context, o audit.Origin, machine string) ([]string, error) {
+	var revoked []string
+	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
+		revoked = []string{}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_machines WHERE name = $1`, machine).Scan(&n); err != nil {
+			return fmt.Errorf("identity: look up machine: %w", err)
+		}
+		if n == 0 {
+			return errkind.New(errkind.NotFound, "identity: no machine %q", machine)
+		}
+		rows, err := tx.QueryContext(ctx, `DELETE FROM identity_secret_ids WHERE machine_name = $1 RETURNING accessor`, machine)
+		if err != nil {
+			return fmt.Errorf("identity: revoke secret ids: %w", err)
+		}
+		for rows.Next() {
+			var a string
+			if err := rows.Scan(&a); err != nil {
+				rows.Close()
+				return fmt.Errorf("identity: revoke secret ids: %w", err)
+			}
+			revoked = append(revoked, a)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("identity: revoke secret ids: %w", err)
+		}
+		slices.Sort(revoked)
+		return d.appendTx(ctx, tx, o.Event("identity.machine.secret_id.revoke", "machine:"+machine, audit.OutcomeSuccess,
+			map[string]string{"all": "true", "accessors": strings.Join(revoked, ","), "revoked": fmt.Sprint(len(revoked))}))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return revoked, nil
+}
+
 // ErrMachineCredentials is LoginMachine's one answer for every bad
-// credential: unknown role id, wrong, expired or used-up secret id, or a
-// source outside its CIDRs.
+// credential: unknown role id, wrong, expired or used-up secret id, a
+// source outside its CIDRs, or a disabled machine.
 var ErrMachineCredentials = errkind.New(errkind.Unauthenticated, "identity: invalid machine credentials")
 
 // LoginMachine checks a role id and secret id and issues a token for the
@@ -271,15 +438,15 @@ func (d *Directory) LoginMachine(ctx context.Context, o audit.Origin, roleID, se
 			return d.loginFailedTx(ctx, tx, o, at, resource, reason, now)
 		}
 		var (
-			name, cidrs              string
+			name, status, cidrs      string
 			hash                     []byte
 			uses, left               int
 			expires, ttlUS, maxTTLUS int64
 		)
-		err := tx.QueryRowContext(ctx, `SELECT m.name, s.secret_hash, s.uses, s.uses_left, s.cidrs, s.expires_at, m.token_ttl, m.token_max_ttl
+		err := tx.QueryRowContext(ctx, `SELECT m.name, m.status, s.secret_hash, s.uses, s.uses_left, s.cidrs, s.expires_at, m.token_ttl, m.token_max_ttl
 			FROM identity_secret_ids s JOIN identity_machines m ON m.name = s.machine_name
 			WHERE s.accessor = $1 AND m.role_id = $2`, accessor, roleID).
-			Scan(&name, &hash, &uses, &left, &cidrs, &expires, &ttlUS, &maxTTLUS)
+			Scan(&name, &status, &hash, &uses, &left, &cidrs, &expires, &ttlUS, &maxTTLUS)
 		if errNoRows(err) || !wellFormed || !roleIDRE.MatchString(roleID) {
 			subtle.ConstantTimeCompare(want[:], want[:]) // same work as a found row
 			return fail("machine", "unknown")
@@ -291,6 +458,8 @@ func (d *Directory) LoginMachine(ctx context.Context, o audit.Origin, roleID, se
 		switch {
 		case subtle.ConstantTimeCompare(want[:], hash) != 1:
 			return fail(resource, "bad_secret")
+		case status != StatusActive:
+			return fail(resource, "disabled")
 		case !now.Before(store.FromMicros(expires)):
 			return fail(resource, "expired")
 		case uses > 0 && left <= 0:

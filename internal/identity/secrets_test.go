@@ -44,7 +44,7 @@ func TestNoSecretsInAuditOrLogs(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.mustUser(t, "alice", []byte(pw1))
-		if err := d.SetPassword(ctx, admin, "alice", []byte(pw2)); err != nil {
+		if _, err := d.SetPassword(ctx, admin, "alice", []byte(pw2), ""); err != nil {
 			t.Fatal(err)
 		}
 		e.login(typo, []byte(pw2), "")

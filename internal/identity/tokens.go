@@ -143,7 +143,7 @@ func activeTx(ctx context.Context, tx *sql.Tx, p Principal) error {
 	case KindUser:
 		err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_users WHERE name = $1 AND status = 'active'`, p.Name).Scan(&n)
 	case KindMachine:
-		err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_machines WHERE name = $1`, p.Name).Scan(&n)
+		err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_machines WHERE name = $1 AND status = 'active'`, p.Name).Scan(&n)
 	}
 	if err != nil {
 		return fmt.Errorf("identity: look up %s: %w", p.Kind, err)
@@ -254,7 +254,7 @@ func (d *Directory) lookupToken(ctx context.Context, id string) (tokenRow, []byt
 	row := d.db.QueryRowContext(ctx, `SELECT `+tokenColumns+`, t.secret_hash,
 		CASE t.principal_kind
 			WHEN 'user' THEN (SELECT u.status FROM identity_users u WHERE u.name = t.principal_name)
-			WHEN 'machine' THEN (SELECT 'active' FROM identity_machines m WHERE m.name = t.principal_name)
+			WHEN 'machine' THEN (SELECT m.status FROM identity_machines m WHERE m.name = t.principal_name)
 		END
 		FROM identity_tokens t WHERE t.id = $1`, id)
 	r, err := scanToken(row, &hash, &status)
@@ -346,10 +346,21 @@ func (d *Directory) RevokeAll(ctx context.Context, o audit.Origin, p Principal) 
 
 // revokeAllTx revokes every live token of p in tx and returns how many.
 func (d *Directory) revokeAllTx(ctx context.Context, tx *sql.Tx, p Principal) (int, error) {
+	return d.revokeAllExceptTx(ctx, tx, p, "")
+}
+
+// revokeAllExceptTx is revokeAllTx, except that it leaves alone the token
+// with id keep and the tokens it issued ("": none).
+func (d *Directory) revokeAllExceptTx(ctx context.Context, tx *sql.Tx, p Principal, keep string) (int, error) {
 	_, nowUS := d.nowMicros()
-	res, err := tx.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = $1
-		WHERE principal_kind = $2 AND principal_name = $3 AND revoked_at = 0 AND (expires_at = 0 OR expires_at > $1)`,
-		nowUS, string(p.Kind), p.Name)
+	q := `UPDATE identity_tokens SET revoked_at = $1
+		WHERE principal_kind = $2 AND principal_name = $3 AND revoked_at = 0 AND (expires_at = 0 OR expires_at > $1)`
+	args := []any{nowUS, string(p.Kind), p.Name}
+	if keep != "" {
+		q += ` AND id <> $4 AND parent_id <> $4`
+		args = append(args, keep)
+	}
+	res, err := tx.ExecContext(ctx, q, args...)
 	if err != nil {
 		return 0, fmt.Errorf("identity: revoke tokens of %s: %w", p.Actor(), err)
 	}

@@ -92,6 +92,26 @@ func matchTOTP(key []byte, code string, now time.Time, lastStep int64) (int64, b
 	return found, match == 1
 }
 
+// spentTOTP reports whether code is the code of a step of the window
+// around now that is not after lastStep: a step already used, or passed
+// by a later one that was. Such a code is right but is never accepted
+// again. All three steps are compared, in constant time.
+func spentTOTP(key []byte, code string, now time.Time, lastStep int64) bool {
+	code, ok := parseCode(code)
+	if !ok {
+		return false
+	}
+	cur := totpStep(now)
+	spent := 0
+	for s := cur - 1; s <= cur+1; s++ {
+		eq := subtle.ConstantTimeCompare([]byte(hotp(key, uint64(s), totpDigits)), []byte(code))
+		if eq == 1 && s <= lastStep {
+			spent = 1
+		}
+	}
+	return spent == 1
+}
+
 // TOTPEnrollment is a pending TOTP enrollment, shown once: the secret for
 // an authenticator app, also as an otpauth:// URI (for a QR code).
 type TOTPEnrollment struct {

@@ -12,7 +12,7 @@ import (
 	"github.com/warderhq/warder/internal/store"
 )
 
-// User statuses.
+// Statuses of users and machines.
 const (
 	StatusActive   = "active"
 	StatusDisabled = "disabled"
@@ -154,21 +154,26 @@ func (d *Directory) Users(ctx context.Context) ([]User, error) {
 }
 
 // SetPassword replaces the user's password (checked against the policy,
-// see MinPasswordChars) and clears any lockout of their name. Tokens
-// already issued stay valid. It needs the barrier unsealed.
-func (d *Directory) SetPassword(ctx context.Context, o audit.Origin, name string, password []byte) error {
+// see MinPasswordChars), clears any lockout of their name and revokes all
+// their tokens but keep, in one transaction: whoever got a token with the
+// old password loses it. keep is the id of the token that asks, when it
+// is the user's own ("" for none): it stays valid, with the tokens it
+// issued, so that a user setting their own password is not logged out.
+// It returns how many tokens it revoked. It needs the barrier unsealed.
+func (d *Directory) SetPassword(ctx context.Context, o audit.Origin, name string, password []byte, keep string) (int, error) {
 	if err := checkPassword(password); err != nil {
-		return err
+		return 0, err
 	}
 	key, err := d.lockKey(ctx, name)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	hash, err := d.hash(ctx, password)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return d.db.InTx(ctx, func(tx *sql.Tx) error {
+	var n int
+	err = d.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, nowUS := d.nowMicros()
 		if err := d.updateUser(ctx, tx, name, `password_hash = $3`, nowUS, hash); err != nil {
 			return err
@@ -176,7 +181,80 @@ func (d *Directory) SetPassword(ctx context.Context, o audit.Origin, name string
 		if err := d.unlockTx(ctx, tx, key); err != nil {
 			return err
 		}
-		return d.appendTx(ctx, tx, o.Event("identity.user.password", "user:"+name, audit.OutcomeSuccess, nil))
+		var err error
+		if n, err = d.revokeAllExceptTx(ctx, tx, Principal{KindUser, name}, keep); err != nil {
+			return err
+		}
+		return d.appendTx(ctx, tx, o.Event("identity.user.password", "user:"+name, audit.OutcomeSuccess,
+			map[string]string{"tokens_revoked": fmt.Sprint(n)}))
+	})
+	return n, err
+}
+
+// Lockout is the failed-login state of a user name (see the package doc).
+type Lockout struct {
+	// FailedLogins counts the recent consecutive failed logins that count
+	// towards a lock (or that locked the name).
+	FailedLogins int `json:"failed_logins"`
+	// LockedUntil is when the lock ends; zero when the name is not locked.
+	LockedUntil time.Time `json:"locked_until,omitzero"`
+}
+
+// Lockout returns the failed-login state of the name user, which need not
+// name a user. It needs the barrier unsealed.
+func (d *Directory) Lockout(ctx context.Context, user string) (Lockout, error) {
+	key, err := d.lockKey(ctx, user)
+	if err != nil {
+		return Lockout{}, err
+	}
+	var failures int
+	var last, until int64
+	err = d.db.QueryRowContext(ctx, `SELECT failures, last_failure_at, locked_until FROM identity_login_failures WHERE name_mac = $1`,
+		[]byte(key)).Scan(&failures, &last, &until)
+	if errNoRows(err) {
+		return Lockout{}, nil
+	}
+	if err != nil {
+		return Lockout{}, fmt.Errorf("identity: read lockout: %w", err)
+	}
+	now := d.now()
+	switch {
+	case until != 0 && store.FromMicros(until).After(now):
+		return Lockout{FailedLogins: failures, LockedUntil: store.FromMicros(until)}, nil
+	case until != 0 || store.FromMicros(last).Before(now.Add(-d.cfg.LockoutDuration)):
+		return Lockout{}, nil // the lock ended, or the failures are too old to count
+	}
+	return Lockout{FailedLogins: failures}, nil
+}
+
+// UnlockUser clears the failed-login count and any lock of the user's
+// name, so that they can log in at once. Unlocking a name that is not
+// locked is not an error (the audit event says whether it was). No such
+// user is NotFound. It needs the barrier unsealed.
+func (d *Directory) UnlockUser(ctx context.Context, o audit.Origin, name string) error {
+	key, err := d.lockKey(ctx, name)
+	if err != nil {
+		return err
+	}
+	return d.db.InTx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_users WHERE name = $1`, name).Scan(&n); err != nil {
+			return fmt.Errorf("identity: read user: %w", err)
+		}
+		if n == 0 {
+			return errkind.New(errkind.NotFound, "identity: no user %q", name)
+		}
+		_, nowUS := d.nowMicros()
+		var locked int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_login_failures WHERE name_mac = $1 AND locked_until > $2`,
+			[]byte(key), nowUS).Scan(&locked); err != nil {
+			return fmt.Errorf("identity: read lockout: %w", err)
+		}
+		if err := d.unlockTx(ctx, tx, key); err != nil {
+			return err
+		}
+		return d.appendTx(ctx, tx, o.Event("identity.user.unlock", "user:"+name, audit.OutcomeSuccess,
+			map[string]string{"was_locked": fmt.Sprint(locked > 0)}))
 	})
 }
 

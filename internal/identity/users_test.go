@@ -96,9 +96,13 @@ func TestUserCRUD(t *testing.T) {
 		if _, _, err := e.login("bob", goodPW, ""); err != ErrBadCredentials {
 			t.Errorf("login without password = %v", err)
 		}
-		wantKind(t, "SetPassword short", e.dir.SetPassword(ctx, admin, "bob", []byte("short")), errkind.Invalid)
-		wantKind(t, "SetPassword unknown", e.dir.SetPassword(ctx, admin, "nobody", goodPW), errkind.NotFound)
-		if err := e.dir.SetPassword(ctx, admin, "bob", goodPW); err != nil {
+		setPW := func(name string, pw []byte) error {
+			_, err := e.dir.SetPassword(ctx, admin, name, pw, "")
+			return err
+		}
+		wantKind(t, "SetPassword short", setPW("bob", []byte("short")), errkind.Invalid)
+		wantKind(t, "SetPassword unknown", setPW("nobody", goodPW), errkind.NotFound)
+		if err := setPW("bob", goodPW); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := e.login("bob", goodPW, ""); err != nil {

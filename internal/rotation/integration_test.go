@@ -601,3 +601,43 @@ func TestRealRotateTargetWithManagement(t *testing.T) {
 		e.storedLogsIn(t, id, target, user, "after rotating the target")
 	}
 }
+
+// TestRealInitializeRefused: `account add --generate` of a PostgreSQL
+// superuser on a target whose management role has CREATEROLE but is not
+// a superuser. PostgreSQL refuses the change (SQLSTATE 42501); the add is
+// undone, the error names the category without the server's words, the
+// superuser's password is untouched, and the failure is audited.
+func TestRealInitializeRefused(t *testing.T) {
+	sys := postgresSystem(t)
+	e := newRealEnv(t, testenv.SQLite(t))
+	target := e.addTarget(t, sys)
+	c := testenv.PostgresSCRAM(t)
+	superPW := randomPassword()
+	super := c.CreateRole(t, superPW, "SUPERUSER")
+	if _, err := e.vault.AddAccount(e.ctx, origin, vault.AccountSpec{Target: target, Username: super}); err != nil {
+		t.Fatal(err)
+	}
+	id := target + "/" + super
+	o := audit.Origin{Actor: "user:admin", Source: "192.0.2.1", RequestID: "req-gen"}
+	_, err := e.eng.Initialize(e.ctx, o, id)
+	if err == nil {
+		t.Fatal("Initialize of a superuser through a CREATEROLE role succeeded")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "permission denied (SQLSTATE 42501)") || !strings.Contains(msg, "the account was not added") ||
+		strings.Contains(msg, "superuser") || strings.Contains(msg, "ALTER") || strings.Contains(msg, "SCRAM") {
+		t.Errorf("error %q", msg)
+	}
+	if _, err := e.vault.Account(e.ctx, id); err == nil {
+		t.Error("the account is still in the vault")
+	}
+	e.mustLogIn(t, target, super, pwCred(superPW), "the superuser's own password")
+	evs, err := e.audit.List(e.ctx, audit.Filter{Action: "account.rotate", Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Outcome != audit.OutcomeFailure || evs[0].Details["error"] != "permission denied (SQLSTATE 42501)" ||
+		evs[0].Source != "192.0.2.1" {
+		t.Errorf("account.rotate events %+v", evs)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"crypto/subtle"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/warderhq/warder/internal/connector"
+	"github.com/warderhq/warder/internal/errkind"
 )
 
 // memTarget is a real in-memory target system: accounts with passwords,
@@ -25,13 +27,21 @@ type memTarget struct {
 	failChangeAfter bool
 	// down makes every call fail as unreachable.
 	down bool
+	// refuseChange, if set, is what every Change returns, without
+	// applying it (a management account the target does not let change
+	// this account).
+	refuseChange error
+	// changeDelay makes every Change take this long (a slow target).
+	changeDelay time.Duration
 	// changes counts applied changes.
 	changes int
 	// files holds dependents written: path → line.
 	files map[string]string
 }
 
-var errDown = errors.New("memtarget: connection refused")
+// errDown is what a real connector reports when it cannot reach the
+// target: an Unavailable error.
+var errDown = errkind.New(errkind.Unavailable, "memtarget: connection refused")
 
 func newMemTarget(mgmt string) *memTarget {
 	return &memTarget{accounts: map[string]string{}, mgmt: mgmt, files: map[string]string{}}
@@ -73,9 +83,16 @@ func (m *memTarget) Verify(ctx context.Context, t connector.Target, user string,
 
 func (m *memTarget) Change(ctx context.Context, t connector.Target, req connector.ChangeRequest) error {
 	m.mu.Lock()
+	delay := m.changeDelay
+	m.mu.Unlock()
+	time.Sleep(delay)
+	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.down {
 		return errDown
+	}
+	if m.refuseChange != nil {
+		return m.refuseChange
 	}
 	if req.As != nil {
 		if req.As.Username != m.mgmt {
@@ -104,6 +121,13 @@ func (m *memTarget) Change(ctx context.Context, t connector.Target, req connecto
 	}
 	return nil
 }
+
+// sqlError is a database error with a SQLSTATE, as *pgconn.PgError is;
+// its message quotes what a server's might (the statement).
+type sqlError struct{ code, msg string }
+
+func (e *sqlError) Error() string    { return "ERROR: " + e.msg + " (SQLSTATE " + e.code + ")" }
+func (e *sqlError) SQLState() string { return e.code }
 
 func (m *memTarget) UpdateDependent(ctx context.Context, t connector.Target, as connector.Login, d connector.Dependent) error {
 	m.mu.Lock()

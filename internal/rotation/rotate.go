@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/connector"
@@ -18,6 +19,10 @@ type job struct {
 	tgt  vault.Target
 	ct   connector.Target
 	conn connector.Connector
+
+	// Set while it runs.
+	cause   string // why the change failed, for the audit of a dropped pending version
+	dropped bool   // settle dropped the pending version (the vault audited it)
 }
 
 func (e *Engine) load(ctx context.Context, o audit.Origin, id string) (*job, error) {
@@ -39,18 +44,34 @@ func (e *Engine) load(ctx context.Context, o audit.Origin, id string) (*job, err
 // Rotate gives the account a new credential on its target and in the
 // vault. A pending version left by an earlier attempt is settled first;
 // if that already produced a fresh credential nobody has seen, it counts
-// as the rotation.
+// as the rotation. While another rotation of the account is in progress
+// (one a check-in triggered, say) it waits for it to finish, up to
+// Config.BusyWait, then makes its own: the caller asked for a credential
+// made at its request, and gets one (see ErrBusy when the wait runs out).
+// A failure is logged and audited; a failed step on the target is an
+// *Error.
 func (e *Engine) Rotate(ctx context.Context, o audit.Origin, id string) (Result, error) {
+	return e.rotateAccount(ctx, o, id, true)
+}
+
+// rotateAccount is Rotate; without wait it fails with ErrBusy at once
+// when another rotation holds the account.
+func (e *Engine) rotateAccount(ctx context.Context, o audit.Origin, id string, wait bool) (res Result, err error) {
 	j, err := e.load(ctx, o, id)
 	if err != nil {
 		return Result{Account: id}, err
 	}
+	defer func() {
+		if err != nil {
+			e.reportFailure(ctx, j, res, err, wait)
+		}
+	}()
 	release, err := e.slot(ctx, j.tgt)
 	if err != nil {
 		return Result{Account: id}, err
 	}
 	defer release()
-	unclaim, err := e.claim(ctx, id)
+	unclaim, err := e.claim(ctx, id, wait)
 	if err != nil {
 		return Result{Account: id}, err
 	}
@@ -65,6 +86,109 @@ func (e *Engine) Rotate(ctx context.Context, o audit.Origin, id string) (Result,
 		}
 	}
 	return e.rotate(ctx, j)
+}
+
+// Initialize gives an account added without a credential (AccountSpec
+// with a nil Credential: `account add --generate`) its first one, set on
+// the target through its management account: a rotation from nothing.
+//
+// When that fails, the add is undone if that loses nothing: the account
+// still has no current credential and the target refuses the pending one
+// Initialize staged (or none was staged), so no credential Warder holds
+// can be the live one. The account is then removed (vault.DiscardAccount,
+// audited) and the error's State says so. Otherwise — the target could
+// not be asked — the account stays with its pending version for recovery
+// to settle, and the error says how to see or remove it. Either way the
+// failure is audited.
+func (e *Engine) Initialize(ctx context.Context, o audit.Origin, id string) (res Result, err error) {
+	j, err := e.load(ctx, o, id)
+	if err != nil {
+		return Result{Account: id}, err
+	}
+	defer func() {
+		if err != nil {
+			e.reportFailure(ctx, j, res, err, true)
+		}
+	}()
+	release, err := e.slot(ctx, j.tgt)
+	if err != nil {
+		return Result{Account: id}, err
+	}
+	defer release()
+	unclaim, err := e.claim(ctx, id, true)
+	if err != nil {
+		return Result{Account: id}, err
+	}
+	defer unclaim()
+
+	if cur, err := e.current(ctx, id); err != nil {
+		return Result{Account: id}, err
+	} else if cur != nil {
+		clear(cur.Secret)
+		return Result{Account: id}, errkind.New(errkind.Conflict, "rotation: %s has a credential already; rotate it instead", id)
+	}
+	if _, _, pending, err := e.vault.PendingCredential(ctx, id); err != nil {
+		return Result{Account: id}, err
+	} else if pending {
+		if res, err := e.settle(ctx, j); err != nil || res.Outcome != Kept {
+			return res, err
+		}
+	}
+	res, err = e.rotate(ctx, j)
+	if err == nil || res.Outcome == Rotated || res.Outcome == Reset {
+		return res, err // done, if with a hitch the error tells
+	}
+	// Undo even if the caller has gone: the claim is still held, so no
+	// rotation or recovery can run in between.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	state := "the account was not added"
+	if undone, uerr := e.undoAdd(uctx, j); !undone {
+		if uerr != nil {
+			e.logger.Warn("failed add not undone", "account", id, "request_id", o.RequestID, "err", uerr)
+		}
+		state = fmt.Sprintf("the account stays, with its new credential pending, until recovery can tell whether the target took it: "+
+			"see `warder account show %s`, or remove it with `warder account rm %s`", id, id)
+	}
+	var re *Error
+	if errors.As(err, &re) {
+		re.State = state
+	} else {
+		err = fmt.Errorf("%w; %s", err, state)
+	}
+	return res, err
+}
+
+// undoAdd removes a claimed account without a current credential when
+// the target refuses its pending version, or it has none. It reports
+// whether it removed it, with the error that kept it from doing so (nil
+// when the pending version logs in: recovery will promote it).
+func (e *Engine) undoAdd(ctx context.Context, j *job) (bool, error) {
+	id := j.acct.ID
+	if cur, err := e.current(ctx, id); err != nil || cur != nil {
+		if cur != nil {
+			clear(cur.Secret)
+		}
+		return false, err
+	}
+	_, p, ok, err := e.vault.PendingCredential(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		verr := j.conn.Verify(ctx, j.ct, j.acct.Username, p)
+		clear(p.Secret)
+		switch {
+		case verr == nil:
+			return false, nil
+		case !isRejected(verr):
+			return false, fmt.Errorf("cannot tell whether the target took the new credential: %w", verr)
+		}
+	}
+	if err := e.vault.DiscardAccount(ctx, j.o, id, "the target did not take the account's first credential"); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // rotate runs the two-phase protocol on a claimed account without a
@@ -88,13 +212,16 @@ func (e *Engine) rotate(ctx context.Context, j *job) (Result, error) {
 	}
 	// Phase 2: change, verify, promote. Any failure hands over to settle,
 	// which decides from what the target says.
+	noun := credentialNoun(j.acct.Kind)
 	if err := e.change(ctx, j, cur, next); err != nil {
+		j.cause, _ = describe(err, j.o.RequestID)
 		res, serr := e.settle(ctx, j)
-		return res, errors.Join(fmt.Errorf("rotation: change %s on %s: %w", id, j.tgt.Name, err), serr)
+		return res, targetError(j, "setting the new "+noun+" on "+j.tgt.Name, err, res, serr)
 	}
 	if err := j.conn.Verify(ctx, j.ct, j.acct.Username, next); err != nil {
+		j.cause, _ = describe(err, j.o.RequestID)
 		res, serr := e.settle(ctx, j)
-		return res, errors.Join(fmt.Errorf("rotation: new credential of %s did not log in: %w", id, err), serr)
+		return res, targetError(j, "logging in with the new "+noun, err, res, serr)
 	}
 	if err := e.vault.PromotePending(ctx, j.o, id, ver); err != nil {
 		// The target has the new credential and the vault holds it as
@@ -199,9 +326,14 @@ func (e *Engine) settle(ctx context.Context, j *job) (Result, error) {
 		cerr := j.conn.Verify(ctx, j.ct, j.acct.Username, *cur)
 		clear(cur.Secret)
 		if cerr == nil {
-			if err := e.vault.DropPending(ctx, j.o, id, pver, "the target still accepts the current credential"); err != nil {
+			reason := "the target still accepts the current credential"
+			if j.cause != "" {
+				reason += "; the change failed: " + j.cause
+			}
+			if err := e.vault.DropPending(ctx, j.o, id, pver, reason); err != nil {
 				return Result{Account: id, Outcome: Undecided, Version: pver}, err
 			}
+			j.dropped = true
 			return Result{Account: id, Outcome: Kept}, nil
 		}
 		if !isRejected(cerr) {

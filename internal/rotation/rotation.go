@@ -72,6 +72,14 @@ type Config struct {
 	// Workers bounds rotations running at once across all targets.
 	// Zero: 8. Each target also has its own MaxConcurrentRotations.
 	Workers int
+	// BusyWait bounds how long Rotate, Initialize and Verify wait for a
+	// rotation of the same account already in progress (one a check-in
+	// triggered, say) to finish before they fail with ErrBusy, as an
+	// errkind.Unavailable error. The caller's context bounds it too.
+	// Zero: 30 seconds. Negative: they fail at once, with ErrBusy alone.
+	// Background work (triggered rotations, recovery, the heartbeat)
+	// never waits: it retries or skips the account.
+	BusyWait time.Duration
 }
 
 // Engine rotates, recovers and verifies credentials.
@@ -118,6 +126,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
 	}
+	if cfg.BusyWait == 0 {
+		cfg.BusyWait = 30 * time.Second
+	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
 		b := make([]byte, 4)
@@ -132,7 +143,9 @@ func New(cfg Config) (*Engine, error) {
 	}, nil
 }
 
-// ErrBusy means another rotation of the account is in progress.
+// ErrBusy means another rotation of the account is in progress. A caller
+// that waited (Config.BusyWait) gets it wrapped in an errkind.Unavailable
+// error that says how long it waited.
 var ErrBusy = errkind.New(errkind.Conflict, "rotation: a rotation of this account is already in progress")
 
 // Outcome says how a rotation or recovery ended.
@@ -187,16 +200,27 @@ func (e *Engine) slot(ctx context.Context, t vault.Target) (release func(), err 
 	return func() { <-ts; <-e.workers }, nil
 }
 
-// claim serialises work on one account, across processes.
-func (e *Engine) claim(ctx context.Context, account string) (release func(), err error) {
+// claim serialises work on one account, across processes. With wait, it
+// waits up to Config.BusyWait for another rotation's claim to end.
+func (e *Engine) claim(ctx context.Context, account string, wait bool) (release func(), err error) {
 	// One owner per claim: the vault lets an owner renew its own claim,
 	// and two goroutines of this process must exclude each other too.
 	owner := fmt.Sprintf("%s#%d", e.owner, e.claims.Add(1))
-	ok, err := e.vault.ClaimRotation(ctx, account, owner, e.cfg.ClaimTTL)
+	var d time.Duration
+	if wait {
+		d = e.cfg.BusyWait
+	}
+	ok, err := e.vault.ClaimRotationWait(ctx, account, owner, e.cfg.ClaimTTL, d)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errkind.Wrap(errkind.Unavailable, fmt.Errorf("rotation: waiting for the rotation of %s in progress: %w", account, err))
+		}
 		return nil, fmt.Errorf("rotation: claim %s: %w", account, err)
 	}
 	if !ok {
+		if d > 0 {
+			return nil, errkind.Wrap(errkind.Unavailable, fmt.Errorf("%w, and it did not finish within %v; try again later", ErrBusy, d))
+		}
 		return nil, ErrBusy
 	}
 	return func() {

@@ -20,7 +20,7 @@ func (e *Engine) Recover(ctx context.Context, o audit.Origin, id string) (Result
 	if err != nil {
 		return Result{Account: id}, err
 	}
-	unclaim, err := e.claim(ctx, id)
+	unclaim, err := e.claim(ctx, id, false)
 	if err != nil {
 		return Result{Account: id}, err
 	}
@@ -52,13 +52,21 @@ func (e *Engine) RecoverAll(ctx context.Context) ([]Result, error) {
 // Verify logs in with the account's current credential (the heartbeat).
 // A refused credential means it was changed outside Warder: the account is
 // marked out_of_sync and an audit event raised. An unreachable target
-// changes nothing and returns the error.
+// changes nothing and returns the error. While a rotation of the account
+// is in progress it waits for it to finish (Config.BusyWait), then
+// verifies the credential that rotation left.
 func (e *Engine) Verify(ctx context.Context, o audit.Origin, id string) (bool, error) {
+	return e.verify(ctx, o, id, true)
+}
+
+// verify is Verify; without wait it fails with ErrBusy at once when a
+// rotation holds the account.
+func (e *Engine) verify(ctx context.Context, o audit.Origin, id string, wait bool) (bool, error) {
 	j, err := e.load(ctx, o, id)
 	if err != nil {
 		return false, err
 	}
-	unclaim, err := e.claim(ctx, id) // a rotation in flight would look like drift
+	unclaim, err := e.claim(ctx, id, wait) // a rotation in flight would look like drift
 	if err != nil {
 		return false, err
 	}
@@ -160,7 +168,7 @@ func (e *Engine) Trigger(ctx context.Context, id, reason string) {
 				}
 				break
 			}
-			res, err := e.Rotate(ctx, system, id)
+			res, err := e.rotateAccount(ctx, system, id, false)
 			if errors.Is(err, ErrBusy) && attempt < 30 {
 				// Another rotation holds the account. It may have started
 				// before the check-in, so ours must still run: retry.
@@ -243,7 +251,7 @@ func (e *Engine) verifyAll(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if _, err := e.Verify(ctx, system, a.ID); err != nil && !errors.Is(err, ErrBusy) {
+		if _, err := e.verify(ctx, system, a.ID, false); err != nil && !errors.Is(err, ErrBusy) {
 			e.logger.Warn("verify credential", "account", a.ID, "err", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -122,6 +123,10 @@ func (r dbResolver) checkout(ctx context.Context, o audit.Origin, p identity.Pri
 	case err == nil:
 	case errkind.Is(err, errkind.NotFound):
 		return pggw.Upstream{}, public(err, "there is no account %q on target %q", account, t.Name)
+	case vault.Refusal(err) == vault.RefusedOutOfSync:
+		return pggw.Upstream{}, public(err, "account %q of target %q is out of sync after a failed rotation: ask an administrator", account, t.Name)
+	case slices.Contains([]string{vault.RefusedRotating, vault.RefusedRotationDue, vault.RefusedRotationTimeout}, vault.Refusal(err)):
+		return pggw.Upstream{}, public(err, "account %q of target %q is being rotated: try again in a moment", account, t.Name)
 	case errkind.Is(err, errkind.Conflict):
 		return pggw.Upstream{}, public(err, "account %q of target %q is checked out to its limit: try again later", account, t.Name)
 	case errkind.Is(err, errkind.Denied):

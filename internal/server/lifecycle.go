@@ -100,7 +100,11 @@ func parseActor(actor string) (identity.Principal, bool) {
 func (s *Server) principalActive(ctx context.Context, p identity.Principal) (bool, error) {
 	var err error
 	if p.Kind == identity.KindMachine {
-		_, err = s.identity.Machine(ctx, p.Name)
+		var m identity.Machine
+		m, err = s.identity.Machine(ctx, p.Name)
+		if err == nil {
+			return m.Status == identity.StatusActive, nil
+		}
 	} else {
 		var u identity.User
 		u, err = s.identity.User(ctx, p.Name)

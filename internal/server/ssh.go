@@ -63,7 +63,7 @@ func (s *Server) newSSHGateway(ctx context.Context) (*sshgw.Server, error) {
 		HostCA:        hostCA,
 		UserCA:        ca.PublicKey(),
 		Authz:         s.authz,
-		Upstream:      sshResolver{vault: s.vault, log: log, leases: s.sessionLeases, accessCA: accessCA, audit: s.audit},
+		Upstream:      sshResolver{vault: s.vault, grants: s.access, log: log, leases: s.sessionLeases, accessCA: accessCA, audit: s.audit},
 		Recorder:      sshgw.Recordings(s.recorder),
 		Audit:         s.audit,
 		NewLineBuffer: sshgw.RecordingLineBuffer,

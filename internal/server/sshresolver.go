@@ -7,11 +7,17 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	cedar "github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/types"
+	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/authz"
 	"github.com/warderhq/warder/internal/connector"
@@ -24,15 +30,39 @@ import (
 	"github.com/warderhq/warder/internal/vault"
 )
 
+// sshVault is what the SSH gateway's resolver needs of the vault;
+// *vault.Vault implements it.
+type sshVault interface {
+	Target(ctx context.Context, name string) (vault.Target, error)
+	checkouter
+}
+
+// sshGrants is what the SSH gateway's resolver needs of just-in-time
+// access; *access.Access implements it.
+type sshGrants interface {
+	Grants(ctx context.Context, f access.GrantFilter) ([]access.Grant, error)
+	Role(ctx context.Context, name string) (access.Role, error)
+}
+
 // sshResolver is the SSH gateway's Resolver over the vault: a connection
 // checks the account out for its duration and checks it in at the end,
 // which rotates the credential if the account rotates on check-in. On a
 // target with the option ssh_auth=certificate, it checks nothing out: it
 // logs in with a fresh key and a certificate of the host-access CA, and
 // the account need not be in the vault.
+//
+// A user name naming only the target (TARGET, not ACCOUNT@TARGET) logs
+// in, as the database gateway's does, as: the account that the role of
+// the principal's live just-in-time grant names on the target (the grant
+// that expires last), else the target's default_account option, else
+// nobody: the user is told to name the account. Never the management
+// account, unless default_account names it.
 type sshResolver struct {
-	vault *vault.Vault
-	log   *slog.Logger
+	vault sshVault
+	// grants finds the principal's live grants. Nil: grants are not
+	// consulted for TARGET alone.
+	grants sshGrants
+	log    *slog.Logger
 	// leases shares a principal's check-out among their concurrent
 	// sessions on an account. Nil: each session checks out alone.
 	leases *sessionLeases
@@ -58,16 +88,93 @@ func (r sshResolver) linuxTarget(ctx context.Context, name string) (vault.Target
 	return t, nil
 }
 
-// DefaultAccount is the target's management account, else root.
-func (r sshResolver) DefaultAccount(ctx context.Context, target string) (string, error) {
+// DefaultAccount returns the account p logs in as on target when naming
+// none: the account named by p's live grant on target (grantAccount),
+// else the target's default_account option, else "".
+func (r sshResolver) DefaultAccount(ctx context.Context, p identity.Principal, target string) (string, error) {
 	t, err := r.linuxTarget(ctx, target)
 	if err != nil {
 		return "", err
 	}
-	if t.ManagementAccount != "" {
-		return t.ManagementAccount, nil
+	account, err := r.grantAccount(ctx, p, target)
+	if err != nil || account != "" {
+		return account, err
 	}
-	return "root", nil
+	return t.Options[linux.OptDefaultAccount], nil
+}
+
+// grantAccount returns the account on target that the role of p's live
+// grant names (see templateAccount), of the grant that expires last; ""
+// when no live grant of p names one.
+func (r sshResolver) grantAccount(ctx context.Context, p identity.Principal, target string) (string, error) {
+	if r.grants == nil {
+		return "", nil
+	}
+	gs, err := r.grants.Grants(ctx, access.GrantFilter{Principal: &p, Active: true})
+	if err != nil {
+		return "", fmt.Errorf("server: grants of %s: %w", p.Actor(), err)
+	}
+	gs = slices.DeleteFunc(gs, func(g access.Grant) bool { return g.Principal != p })
+	slices.SortStableFunc(gs, func(a, b access.Grant) int { return b.ExpiresAt.Compare(a.ExpiresAt) })
+	templates := map[string]string{} // by role
+	for _, g := range gs {
+		tmpl, ok := templates[g.Role]
+		if !ok {
+			role, err := r.grants.Role(ctx, g.Role)
+			switch {
+			case errkind.Is(err, errkind.NotFound):
+			case err != nil:
+				return "", fmt.Errorf("server: role %q: %w", g.Role, err)
+			}
+			tmpl, templates[g.Role] = role.Template, role.Template
+		}
+		if account := templateAccount(tmpl, target); account != "" {
+			return account, nil
+		}
+	}
+	return "", nil
+}
+
+// templateAccount returns the account on target that a role template
+// assigns: the template permits connect (alone, among others, or every
+// action) on exactly `resource == Account::"TARGET/ACCOUNT"`. Any other
+// template ("" included), such as one on `resource in Target::"TARGET"`,
+// assigns none: "".
+func templateAccount(template, target string) string {
+	// The slot does not parse; any principal does, and only the action
+	// and resource scopes are read.
+	text := strings.Replace(template, "?principal", `User::"template"`, 1)
+	ps, err := cedar.NewPolicyListFromBytes("template", []byte(text))
+	if err != nil || len(ps) != 1 {
+		return ""
+	}
+	p := (*xast.Policy)(ps[0].AST())
+	if p.Effect != xast.EffectPermit {
+		return ""
+	}
+	connect := types.NewEntityUID("Action", authz.ActionConnect)
+	switch a := p.Action.(type) {
+	case xast.ScopeTypeAll:
+	case xast.ScopeTypeEq:
+		if a.Entity != connect {
+			return ""
+		}
+	case xast.ScopeTypeInSet:
+		if !slices.Contains(a.Entities, connect) {
+			return ""
+		}
+	default:
+		return ""
+	}
+	res, ok := p.Resource.(xast.ScopeTypeEq)
+	if !ok || res.Entity.Type != authz.TypeAccount {
+		return ""
+	}
+	account, ok := strings.CutPrefix(string(res.Entity.ID), target+"/")
+	if !ok || account == "" || strings.Contains(account, "/") {
+		return ""
+	}
+	return account
 }
 
 // Resolve checks the account out for p (without waiting) and returns its
@@ -93,7 +200,7 @@ func (r sshResolver) Resolve(ctx context.Context, p identity.Principal, target, 
 		return r.certificateLogin(ctx, p, target, up)
 	}
 	id := target + "/" + account
-	o := audit.Origin{Actor: p.Actor()}
+	o := resolveOrigin(ctx, p)
 	l, done, err := acquire(ctx, r.leases, r.vault, r.log, o, vault.CheckoutRequest{
 		Account: id, Principal: p, Reason: "ssh session through the gateway",
 		Context: authz.Context{Via: authz.ViaSSH}, Action: authz.ActionConnect,
@@ -110,6 +217,15 @@ func (r sshResolver) Resolve(ctx context.Context, p identity.Principal, target, 
 	up.Auth = []gossh.AuthMethod{auth}
 	up.Expires, up.LeaseID, up.Release = l.ExpiresAt, l.ID, release
 	return up, nil
+}
+
+// resolveOrigin is the audit origin of the connection Resolve serves: the
+// gateway's (with the client's address), else p alone.
+func resolveOrigin(ctx context.Context, p identity.Principal) audit.Origin {
+	if o, ok := sshgw.OriginFrom(ctx); ok {
+		return o
+	}
+	return audit.Origin{Actor: p.Actor()}
 }
 
 // accessAccountRE matches the account names an access certificate may
@@ -145,7 +261,7 @@ func (r sshResolver) certificateLogin(ctx context.Context, p identity.Principal,
 	if err != nil {
 		return sshgw.Upstream{}, fmt.Errorf("server: access certificate for %s/%s: %w", target, up.User, err)
 	}
-	o := audit.Origin{Actor: p.Actor()}
+	o := resolveOrigin(ctx, p)
 	ev := o.Event("ssh.access_certificate.issue", authz.UID{Type: authz.TypeAccount, ID: target + "/" + up.User}.String(), audit.OutcomeSuccess, map[string]string{
 		"key_id":       login.Cert.KeyId,
 		"serial":       strconv.FormatUint(login.Cert.Serial, 10),

@@ -11,10 +11,13 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/warderhq/warder/internal/access"
 	"github.com/warderhq/warder/internal/audit"
 	"github.com/warderhq/warder/internal/connector"
+	"github.com/warderhq/warder/internal/errkind"
 	sshgw "github.com/warderhq/warder/internal/gateway/ssh"
 	"github.com/warderhq/warder/internal/identity"
+	"github.com/warderhq/warder/internal/vault"
 )
 
 func TestAuthMethod(t *testing.T) {
@@ -100,5 +103,104 @@ func TestCertificateLogin(t *testing.T) {
 		if _, err := tc.r.certificateLogin(context.Background(), alice, "web1", sshgw.Upstream{User: tc.user}); err == nil {
 			t.Errorf("%s: logged in", name)
 		}
+	}
+}
+
+// memRoles adds roles to memGrants: an in-memory sshGrants.
+type memRoles struct {
+	*memGrants
+	roles map[string]access.Role
+}
+
+func (m memRoles) Role(_ context.Context, name string) (access.Role, error) {
+	r, ok := m.roles[name]
+	if !ok {
+		return access.Role{}, errkind.New(errkind.NotFound, "access: no role %q", name)
+	}
+	return r, nil
+}
+
+// TestSSHDefaultAccount: a user name naming only the target logs in as
+// the account of the user's live grant, else the target's default_account,
+// else nobody; never the management account implicitly.
+func TestSSHDefaultAccount(t *testing.T) {
+	v := &memVault{targets: map[string]vault.Target{
+		"web1": {Name: "web1", Kind: "linux", Host: "web1.internal", Port: 22, ManagementAccount: "walk2_mgmt"},
+		"web2": {Name: "web2", Kind: "linux", Host: "web2.internal", Port: 22, ManagementAccount: "walk2_mgmt",
+			Options: map[string]string{"default_account": "deploy"}},
+		"pg": {Name: "pg", Kind: "postgres", Host: "db.internal", Port: 5432},
+	}}
+	connect := func(account string) access.Role {
+		return access.Role{Template: `permit(principal == ?principal, action == Action::"connect", resource == Account::"` + account + `");`}
+	}
+	now := time.Now()
+	grants := memRoles{
+		memGrants: &memGrants{grants: []access.Grant{
+			{ID: "g1", Role: "web1-ops", Principal: alice, ExpiresAt: now.Add(10 * time.Minute)},
+			{ID: "g2", Role: "web1-dba", Principal: alice, ExpiresAt: now.Add(30 * time.Minute)},
+			{ID: "g3", Role: "web1-all", Principal: alice, ExpiresAt: now.Add(time.Hour)},
+			{ID: "g4", Role: "gone", Principal: alice, ExpiresAt: now.Add(2 * time.Hour)},
+			{ID: "g5", Role: "web2-root", Principal: alice, ExpiresAt: now.Add(-time.Minute)}, // expired
+			{ID: "g6", Role: "web2-root", Principal: bob, ExpiresAt: now.Add(time.Hour)},
+		}},
+		roles: map[string]access.Role{
+			"web1-ops":  connect("web1/ops"),
+			"web1-dba":  connect("web1/dba"),
+			"web1-all":  {Template: `permit(principal == ?principal, action == Action::"connect", resource in Target::"web1");`},
+			"web2-root": connect("web2/root"),
+		},
+	}
+	carol := identity.Principal{Kind: identity.KindUser, Name: "carol"}
+	for _, tc := range []struct {
+		name     string
+		grants   sshGrants
+		p        identity.Principal
+		target   string
+		want     string
+		wantFail bool
+	}{
+		{"no grant, no default account", grants, carol, "web1", "", false},
+		{"no grants configured", nil, alice, "web1", "", false},
+		{"default account", grants, carol, "web2", "deploy", false},
+		{"the grant that expires last", grants, alice, "web1", "dba", false},
+		{"expired grant", grants, alice, "web2", "deploy", false},
+		{"another's grant", grants, bob, "web2", "root", false},
+		{"not linux", grants, alice, "pg", "", true},
+		{"no such target", grants, alice, "web9", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := sshResolver{vault: v, grants: tc.grants}
+			got, err := r.DefaultAccount(context.Background(), tc.p, tc.target)
+			if (err != nil) != tc.wantFail || got != tc.want {
+				t.Errorf("DefaultAccount(%s, %s) = %q, %v; want %q (fail %v)", tc.p.Actor(), tc.target, got, err, tc.want, tc.wantFail)
+			}
+			if got == "walk2_mgmt" {
+				t.Error("the management account was used implicitly")
+			}
+		})
+	}
+}
+
+func TestTemplateAccount(t *testing.T) {
+	for _, tc := range []struct {
+		name, template, want string
+	}{
+		{"connect", `permit(principal == ?principal, action == Action::"connect", resource == Account::"web1/ops");`, "ops"},
+		{"connect among others", `permit(principal == ?principal, action in [Action::"checkout", Action::"connect"], resource == Account::"web1/ops");`, "ops"},
+		{"every action", `permit(principal == ?principal, action, resource == Account::"web1/ops");`, "ops"},
+		{"group principal", `permit(principal in ?principal, action == Action::"connect", resource == Account::"web1/ops") when { context.mfa };`, "ops"},
+		{"checkout only", `permit(principal == ?principal, action == Action::"checkout", resource == Account::"web1/ops");`, ""},
+		{"the whole target", `permit(principal == ?principal, action == Action::"connect", resource in Target::"web1");`, ""},
+		{"another target", `permit(principal == ?principal, action == Action::"connect", resource == Account::"web10/ops");`, ""},
+		{"forbid", `forbid(principal == ?principal, action == Action::"connect", resource == Account::"web1/ops");`, ""},
+		{"two statements", `permit(principal == ?principal, action, resource == Account::"web1/a"); permit(principal, action, resource == Account::"web1/b");`, ""},
+		{"not cedar", `permit(`, ""},
+		{"empty", ``, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := templateAccount(tc.template, "web1"); got != tc.want {
+				t.Errorf("templateAccount = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -352,6 +352,51 @@ func (v *Vault) RemoveAccount(ctx context.Context, o audit.Origin, id string) er
 	})
 }
 
+// DiscardAccount undoes the add of an account that never had a current
+// credential: an account added to have its first credential generated
+// (AccountSpec.Credential nil) whose target did not take it. The caller
+// (the rotation engine, holding the account's rotation claim) has made
+// sure that no credential it stores can be live on the target. In one
+// transaction it removes the account with its pending or retired
+// versions and waiters, audited "account.remove" with the reason and
+// "discarded": "true". An account with a current credential or a lease is
+// a Conflict: that is RemoveAccount's, after a check-in.
+func (v *Vault) DiscardAccount(ctx context.Context, o audit.Origin, id, reason string) error {
+	_, now := v.nowMicros()
+	return v.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := v.db.Lock(ctx, tx, "vault.account:"+id); err != nil {
+			return err
+		}
+		a, err := accountTx(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if a.CredentialVersion != 0 {
+			return errkind.New(errkind.Conflict, "vault: %s has a credential (version %d); it is not discarded", id, a.CredentialVersion)
+		}
+		holders, err := activeLeasesTx(ctx, tx, id, now)
+		if err != nil {
+			return err
+		}
+		if len(holders) > 0 {
+			return errkind.New(errkind.Conflict, "vault: %s is checked out (%s); it is not discarded", id, describeHolders(holders))
+		}
+		for _, q := range []string{
+			`DELETE FROM vault_credentials WHERE account_id = $1`,
+			`DELETE FROM vault_leases WHERE account_id = $1`,
+			`DELETE FROM vault_waitlist WHERE account_id = $1`,
+			`DELETE FROM vault_accounts WHERE id = $1`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+				return fmt.Errorf("vault: discard account %q: %w", id, err)
+			}
+		}
+		_, err = v.audit.AppendTx(ctx, tx, o.Event("account.remove", "account:"+id, audit.OutcomeSuccess,
+			map[string]string{"discarded": "true", "reason": clipText(reason, maxReason)}))
+		return err
+	})
+}
+
 // UpdateAccount changes an account's settings and returns it.
 func (v *Vault) UpdateAccount(ctx context.Context, o audit.Origin, id string, u AccountUpdate) (Account, error) {
 	var sets []string

@@ -356,13 +356,58 @@ func (v *Vault) ClaimRotation(ctx context.Context, accountID, owner string, ttl 
 	return false, nil
 }
 
-// ReleaseRotation gives up owner's claim on an account, if it holds one.
+// ClaimRotationWait is ClaimRotation, except that while another owner
+// holds the claim it waits for that claim to be released or to expire, up
+// to wait, then claims. It returns false when wait passed first (wait <= 0:
+// it does not wait), and ctx's error when ctx ended first. A release in
+// this process wakes it at once; one in another process is seen within
+// Config.WaitPoll.
+func (v *Vault) ClaimRotationWait(ctx context.Context, accountID, owner string, ttl, wait time.Duration) (bool, error) {
+	if wait <= 0 {
+		return v.ClaimRotation(ctx, accountID, owner, ttl)
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(v.poll)
+	defer tick.Stop()
+	for {
+		woken := v.wakeup()
+		ok, err := v.ClaimRotation(ctx, accountID, owner, ttl)
+		if err != nil || ok {
+			return ok, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-deadline.C:
+			return false, nil
+		case <-woken:
+		case <-tick.C:
+		}
+	}
+}
+
+// ReleaseRotation gives up owner's claim on an account, if it holds one,
+// and wakes this process's waiters for it.
 func (v *Vault) ReleaseRotation(ctx context.Context, accountID, owner string) error {
 	if _, err := v.db.ExecContext(ctx, `UPDATE vault_accounts SET rotating_by = '', rotating_until = 0
 		WHERE id = $1 AND rotating_by = $2`, accountID, owner); err != nil {
 		return fmt.Errorf("vault: release rotation of %q: %w", clip(accountID), err)
 	}
+	v.wake()
 	return nil
+}
+
+// rotatingTx reports whether a live claim (ClaimRotation) holds the
+// account at now: a rotation or recovery of it is in progress.
+func rotatingTx(ctx context.Context, tx *sql.Tx, accountID string, now int64) (bool, error) {
+	var by string
+	var until int64
+	if err := tx.QueryRowContext(ctx, `SELECT rotating_by, rotating_until FROM vault_accounts WHERE id = $1`,
+		accountID).Scan(&by, &until); err != nil {
+		return false, fmt.Errorf("vault: read rotation claim of %q: %w", clip(accountID), err)
+	}
+	return by != "" && until > now, nil
 }
 
 // ReleaseAbandonedClaims ends every rotation claim whose owner does not

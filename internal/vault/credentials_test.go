@@ -226,7 +226,7 @@ func TestNoCredentialLeaks(t *testing.T) {
 				t.Errorf("%q leaked into %s", s, b)
 			}
 		}
-		if len(e.eventsOf(t, "account.checkout")) != 1 || len(e.eventsOf(t, "secret.read")) != 1 {
+		if len(e.eventsWith(t, "account.checkout", audit.OutcomeSuccess)) != 1 || len(e.eventsOf(t, "secret.read")) != 1 {
 			t.Error("missing checkout or secret.read event")
 		}
 	})

@@ -228,4 +228,16 @@ func (e *env) eventsOf(t testing.TB, action string) []audit.Event {
 	return out
 }
 
+// eventsWith returns the audit events with action and outcome.
+func (e *env) eventsWith(t testing.TB, action, outcome string) []audit.Event {
+	t.Helper()
+	var out []audit.Event
+	for _, ev := range e.eventsOf(t, action) {
+		if ev.Outcome == outcome {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -131,8 +131,11 @@ func principalUID(p identity.Principal) (authz.UID, error) {
 // the current credential, decrypted once. When the account is fully
 // checked out, it fails with a Conflict naming the holders and their
 // expiry, or with req.Wait joins the waitlist and returns when served or
-// when ctx ends (with ctx's error).
-func (v *Vault) Checkout(ctx context.Context, o audit.Origin, req CheckoutRequest) (Lease, error) {
+// when ctx ends (with ctx's error). When the account is free but gated by
+// a rotation (see the package documentation), it waits for the rotation
+// to finish, at most Config.RotationWait, then fails with an Unavailable
+// error. A refusal after the policy allowed is audited (auditRefusal).
+func (v *Vault) Checkout(ctx context.Context, o audit.Origin, req CheckoutRequest) (lease Lease, err error) {
 	if _, _, err := SplitAccountID(req.Account); err != nil {
 		return Lease{}, err
 	}
@@ -170,6 +173,13 @@ func (v *Vault) Checkout(ctx context.Context, o audit.Origin, req CheckoutReques
 	if !d.Allow {
 		return Lease{}, errkind.New(errkind.Denied, "vault: %s may not %s %s", req.Principal.Actor(), req.Action, req.Account)
 	}
+	// The policy allowed: from here on, a refusal is audited (the
+	// decision alone would read as a check-out).
+	defer func() {
+		if err != nil {
+			v.auditRefusal(ctx, o, req, err)
+		}
+	}()
 
 	wid := newID() // this request's waitlist row, if it waits
 	defer func() {
@@ -184,13 +194,19 @@ func (v *Vault) Checkout(ctx context.Context, o audit.Origin, req CheckoutReques
 	}()
 	tick := time.NewTicker(v.poll)
 	defer tick.Stop()
+	var rotDeadline *time.Timer // started when a rotation first holds the request up
+	defer func() {
+		if rotDeadline != nil {
+			rotDeadline.Stop()
+		}
+	}()
 	joined := false // wid has been added to the waitlist
 	for {
 		woken := v.wakeup()
 		at, err := v.tryCheckout(ctx, o, req, wid, joined)
 		v.fireReleases(ctx, at.released)
 		if err != nil {
-			if req.Wait && ctx.Err() != nil {
+			if (req.Wait || rotDeadline != nil) && ctx.Err() != nil {
 				return Lease{}, waitErr(ctx, req.Account)
 			}
 			return Lease{}, err
@@ -202,7 +218,26 @@ func (v *Vault) Checkout(ctx context.Context, o audit.Origin, req CheckoutReques
 			return at.lease, nil
 		}
 		if !req.Wait {
-			return Lease{}, at.conflict(req.Account)
+			if !at.awaitsRotation() || v.rotWait <= 0 {
+				return Lease{}, at.conflict(req.Account)
+			}
+			// Free but for a rotation in progress: wait for it to end
+			// (a promotion or a released claim here wakes us; another
+			// process's, the next tick), then try again.
+			if rotDeadline == nil {
+				rotDeadline = time.NewTimer(v.rotWait)
+			}
+			select {
+			case <-ctx.Done():
+				return Lease{}, waitErr(ctx, req.Account)
+			case <-rotDeadline.C:
+				return Lease{}, &refusal{category: RefusedRotationTimeout, err: errkind.New(errkind.Unavailable,
+					"vault: %s %s, and the rotation did not finish within %v; try again later (`warder account show %s` tells its state)",
+					req.Account, at.gated, v.rotWait, req.Account)}
+			case <-woken:
+			case <-tick.C:
+			}
+			continue
 		}
 		joined = true
 		if err := v.await(ctx, req.Account, wid, at.ahead, woken, tick); err != nil {
@@ -212,7 +247,8 @@ func (v *Vault) Checkout(ctx context.Context, o audit.Origin, req CheckoutReques
 }
 
 func waitErr(ctx context.Context, account string) error {
-	return fmt.Errorf("vault: waiting for %s: %w", account, errkind.Wrap(errkind.Unavailable, ctx.Err()))
+	return &refusal{category: RefusedWaitEnded,
+		err: fmt.Errorf("vault: waiting for %s: %w", account, errkind.Wrap(errkind.Unavailable, ctx.Err()))}
 }
 
 // await returns when waitlist row wid may head the account's queue (or is
@@ -273,18 +309,32 @@ type attempt struct {
 	holders  []Lease   // active leases, when not won
 	ahead    int       // waiters ahead, when not won
 	gated    string    // why the account is not handed out now, if so
+	gateKind string    // the refusal category of gated
+	stuck    bool      // gated by a rotation that ended without settling: no use waiting
+	engine   bool      // a rotation engine listens (OnRelease), which may lift the gate
 	released []release // expired leases ended on the way
+}
+
+// awaitsRotation reports whether only a rotation keeps the account from
+// the request: it is gated, no lease is held and no one waits ahead, and
+// the gate may lift by itself.
+func (at attempt) awaitsRotation() bool {
+	return at.gated != "" && at.engine && !at.stuck && len(at.holders) == 0 && at.ahead == 0
 }
 
 // conflict is the error for a failed attempt without waiting.
 func (at attempt) conflict(id string) error {
 	switch {
 	case at.gated != "":
-		return errkind.New(errkind.Conflict, "vault: %s %s; try again later or wait", id, at.gated)
+		hint := "try again later or wait"
+		if at.stuck {
+			hint = "see `warder account show " + id + "`; an administrator must settle it"
+		}
+		return &refusal{category: at.gateKind, err: errkind.New(errkind.Conflict, "vault: %s %s; %s", id, at.gated, hint)}
 	case at.ahead > 0 && len(at.holders) == 0:
-		return errkind.New(errkind.Conflict, "vault: %s is promised to %d waiting requests", id, at.ahead)
+		return &refusal{category: RefusedPromised, err: errkind.New(errkind.Conflict, "vault: %s is promised to %d waiting requests", id, at.ahead)}
 	}
-	return errkind.New(errkind.Conflict, "vault: %s is checked out by %s", id, describeHolders(at.holders))
+	return &refusal{category: RefusedCheckedOut, err: errkind.New(errkind.Conflict, "vault: %s is checked out by %s", id, describeHolders(at.holders))}
 }
 
 // tryCheckout makes one attempt, in one transaction holding the account's
@@ -298,7 +348,7 @@ func (v *Vault) tryCheckout(ctx context.Context, o audit.Origin, req CheckoutReq
 	gate := v.rotationGate()
 	actor := req.Principal.Actor()
 	err := v.db.InTx(ctx, func(tx *sql.Tx) error {
-		at = attempt{}
+		at = attempt{engine: gate}
 		if err := v.db.Lock(ctx, tx, "vault.account:"+req.Account); err != nil {
 			return err
 		}
@@ -320,7 +370,8 @@ func (v *Vault) tryCheckout(ctx context.Context, o audit.Origin, req CheckoutReq
 		}
 		for _, l := range at.holders {
 			if l.Holder == actor {
-				return errkind.New(errkind.Conflict, "vault: %s has %s checked out already, until %s", actor, a.ID, l.ExpiresAt.Format(time.RFC3339))
+				return &refusal{category: RefusedHeldAlready, err: errkind.New(errkind.Conflict,
+					"vault: %s has %s checked out already, until %s", actor, a.ID, l.ExpiresAt.Format(time.RFC3339))}
 			}
 		}
 		queued, ahead, err := v.queueTx(ctx, tx, a.ID, wid, now, req.Wait)
@@ -328,18 +379,26 @@ func (v *Vault) tryCheckout(ctx context.Context, o audit.Origin, req CheckoutReq
 			return err
 		}
 		if joined && !queued {
-			return errkind.New(errkind.Conflict, "vault: the request for %s was removed from its waitlist (its principal was disabled, or it did not answer in time)", a.ID)
+			return &refusal{category: RefusedDroppedFromWaitlist, err: errkind.New(errkind.Conflict,
+				"vault: the request for %s was removed from its waitlist (its principal was disabled, or it did not answer in time)", a.ID)}
 		}
 		at.ahead = ahead
-		switch {
-		case a.HasPending:
-			at.gated = "is being rotated"
-		case a.RotationDue:
-			at.gated = "awaits rotation after its last check-in"
+		if a.HasPending || a.RotationDue {
+			if err := at.gate(ctx, tx, a, now); err != nil {
+				return err
+			}
 		}
 		if at.gated != "" || ahead > 0 || len(at.holders) >= a.MaxCheckouts {
 			if req.Wait && !queued {
-				return v.enqueueTx(ctx, tx, a.ID, wid, actor, now)
+				if err := v.enqueueTx(ctx, tx, a.ID, wid, actor, now); err != nil {
+					return err
+				}
+				details := map[string]string{"position": strconv.Itoa(ahead + 1), "reason": req.Reason}
+				if req.Ticket != "" {
+					details["ticket"] = req.Ticket
+				}
+				_, err := v.audit.AppendTx(ctx, tx, o.Event("account.waitlist_join", "account:"+a.ID, audit.OutcomeSuccess, details))
+				return err
 			}
 			return nil
 		}
@@ -348,7 +407,7 @@ func (v *Vault) tryCheckout(ctx context.Context, o audit.Origin, req CheckoutReq
 			return err
 		}
 		if !found {
-			return errkind.New(errkind.Conflict, "vault: %s has no credential yet", a.ID)
+			return &refusal{category: RefusedNoCredential, err: errkind.New(errkind.Conflict, "vault: %s has no credential yet", a.ID)}
 		}
 		l := Lease{ID: newID(), Account: a.ID, Holder: actor, Reason: req.Reason, Ticket: req.Ticket,
 			CheckedOutAt: store.FromMicros(now), ExpiresAt: store.FromMicros(now + req.TTL.Microseconds()),

@@ -74,13 +74,22 @@ func TestCheckoutPolicy(t *testing.T) {
 		if allow != 3 || deny != 3 { // unknown account: allowed, then NotFound
 			t.Errorf("authz.decide checkout: %d allow, %d deny; want 3, 3", allow, deny)
 		}
-		evs := e.eventsOf(t, "account.checkout")
+		evs := e.eventsWith(t, "account.checkout", audit.OutcomeSuccess)
 		if len(evs) != 2 || evs[0].Details["reason"] != "fix" || evs[0].Details["ticket"] != "CHG-1" || evs[0].Details["lease_id"] != l.ID {
 			t.Errorf("checkout events = %+v", evs)
+		}
+		// Allowed, then refused (the unknown account): audited as a
+		// failure; denials are authz's alone.
+		evs = e.eventsWith(t, "account.checkout", audit.OutcomeFailure)
+		if len(evs) != 1 || evs[0].Resource != "account:db1/nope" || evs[0].Details["error"] != "not_found" || evs[0].Actor != "user:alice" {
+			t.Errorf("refused checkout events = %+v", evs)
 		}
 		// A holder cannot take a second slot of the same account.
 		_, err = v.Checkout(e.ctx, o, req("db1/app", "alice", "fix", "CHG-1"))
 		wantKind(t, "second checkout by the holder", err, errkind.Conflict)
+		if evs := e.eventsWith(t, "account.checkout", audit.OutcomeFailure); len(evs) != 2 || evs[1].Details["error"] != RefusedHeldAlready {
+			t.Errorf("refused checkout events = %+v", evs)
+		}
 
 		// A gateway session's check-out is authorised by connect, which
 		// does not let the person check the credential out themselves.
@@ -200,8 +209,27 @@ func TestExtend(t *testing.T) {
 		if list, _ := v.Leases(e.ctx, ""); len(list.Leases) != 1 {
 			t.Errorf("extended lease not held")
 		}
-		if n := len(e.eventsOf(t, "account.lease_extend")); n != 1 {
+		if n := len(e.eventsWith(t, "account.lease_extend", audit.OutcomeSuccess)); n != 1 {
 			t.Errorf("%d lease_extend events", n)
+		}
+		// The refusals are audited, with the lease's account and why.
+		var got []string
+		for _, ev := range e.eventsWith(t, "account.lease_extend", audit.OutcomeFailure) {
+			got = append(got, ev.Actor+" "+ev.Resource+" "+ev.Details["error"]+" "+ev.Details["lease_id"])
+		}
+		want := []string{
+			"user:admin account:db1/app invalid " + l.ID,
+			"user:admin account:db1/app not_holder " + l.ID,
+			"user:admin account:db1/app invalid " + l.ID,
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("refused extensions audited as\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		_, err = v.Extend(e.ctx, audit.Origin{Actor: "user:bob"}, user("bob"), "no-such-lease", time.Hour)
+		wantKind(t, "unknown lease", err, errkind.NotFound)
+		if evs := e.eventsWith(t, "account.lease_extend", audit.OutcomeFailure); len(evs) != 4 ||
+			evs[3].Resource != "lease:no-such-lease" || evs[3].Details["error"] != "not_found" {
+			t.Errorf("refused extension of an unknown lease: %+v", evs)
 		}
 	})
 }
@@ -210,7 +238,7 @@ func TestExtend(t *testing.T) {
 // OnRelease; the account then awaits rotation until it is promoted.
 func TestRelease(t *testing.T) {
 	forBackends(t, func(t *testing.T, open func(testing.TB) *store.DB) {
-		e := newEnv(t, open(t), envOpts{})
+		e := newEnv(t, open(t), envOpts{tweak: func(c *Config) { c.RotationWait = 100 * time.Millisecond }})
 		v := e.vault
 		var mu sync.Mutex
 		var got []string
@@ -261,8 +289,16 @@ func TestRelease(t *testing.T) {
 		if due, _ := v.AccountsDue(e.ctx, time.Now()); len(due) != 2 {
 			t.Errorf("AccountsDue = %d, want 2 (a, b)", len(due))
 		}
+		// With no rotation to lift the gate within RotationWait, a
+		// check-out waits for it, then fails Unavailable (audited).
 		_, err = e.checkout(e.ctx, "db1/a", "bob", false)
-		wantKind(t, "checkout awaiting rotation", err, errkind.Conflict)
+		wantKind(t, "checkout awaiting rotation", err, errkind.Unavailable)
+		if Refusal(err) != RefusedRotationTimeout {
+			t.Errorf("refusal %q, want %q", Refusal(err), RefusedRotationTimeout)
+		}
+		if evs := e.eventsWith(t, "account.checkout", audit.OutcomeFailure); len(evs) != 1 || evs[0].Details["error"] != RefusedRotationTimeout {
+			t.Errorf("refused checkout events = %+v", evs)
+		}
 		if _, err := e.checkout(e.ctx, "db1/c", "bob", false); err != nil {
 			t.Errorf("db1/c does not rotate on check-in: %v", err)
 		}

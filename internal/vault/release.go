@@ -194,14 +194,21 @@ func (v *Vault) distinctAccounts(ctx context.Context, q string, args ...any) ([]
 }
 
 // Extend sets the expiry of principal's active lease leaseID to ttl from
-// now, within MaxLeaseTTL of its check-out.
-func (v *Vault) Extend(ctx context.Context, o audit.Origin, principal identity.Principal, leaseID string, ttl time.Duration) (Lease, error) {
+// now, within MaxLeaseTTL of its check-out. A refusal is audited
+// (auditExtendRefusal); someone else's lease is NotFound, as one that does
+// not exist.
+func (v *Vault) Extend(ctx context.Context, o audit.Origin, principal identity.Principal, leaseID string, ttl time.Duration) (_ Lease, err error) {
+	defer func() {
+		if err != nil && errkind.Of(err) != errkind.Other {
+			v.auditExtendRefusal(ctx, o, principal, leaseID, err)
+		}
+	}()
 	if ttl <= 0 {
 		return Lease{}, errkind.New(errkind.Invalid, "vault: an extension needs a positive TTL")
 	}
 	_, now := v.nowMicros()
 	var l Lease
-	err := v.db.InTx(ctx, func(tx *sql.Tx) error {
+	err = v.db.InTx(ctx, func(tx *sql.Tx) error {
 		ls, err := queryLeases(ctx, tx, `id = $1 AND holder = $2 AND ended_at IS NULL AND expires_at > $3`, leaseID, principal.Actor(), now)
 		if err != nil {
 			return err
@@ -228,4 +235,40 @@ func (v *Vault) Extend(ctx context.Context, o audit.Origin, principal identity.P
 		return err
 	})
 	return l, err
+}
+
+// auditExtendRefusal records a refused extension of lease leaseID by
+// principal as "account.lease_extend" with outcome failure and the
+// category in "error": not_holder (someone else's lease), ended (ended
+// or expired), not_found (no such lease), or the error's kind (invalid:
+// a bad TTL or beyond MaxLeaseTTL).
+func (v *Vault) auditExtendRefusal(ctx context.Context, o audit.Origin, principal identity.Principal, leaseID string, cause error) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	resource, category := "lease:"+clip(leaseID), errkind.Of(cause).String()
+	var account, holder string
+	var ended sql.NullInt64
+	var exp int64
+	err := v.db.QueryRowContext(actx, `SELECT account_id, holder, ended_at, expires_at FROM vault_leases WHERE id = $1`, leaseID).
+		Scan(&account, &holder, &ended, &exp)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		v.log.WarnContext(actx, "vault: read lease of a refused extension", "err", err)
+	default:
+		resource = "account:" + account
+	}
+	if errkind.Is(cause, errkind.NotFound) && err == nil {
+		_, now := v.nowMicros()
+		switch {
+		case holder != principal.Actor():
+			category = "not_holder"
+		case ended.Valid || exp <= now:
+			category = "ended"
+		}
+	}
+	ev := o.Event("account.lease_extend", resource, audit.OutcomeFailure, map[string]string{"lease_id": clip(leaseID), "error": category})
+	if _, err := v.audit.Append(actx, ev); err != nil {
+		v.log.ErrorContext(actx, "vault: audit refused extension", "err", err)
+	}
 }

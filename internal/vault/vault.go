@@ -21,7 +21,13 @@
 //     due and is not handed out again until the rotation is promoted
 //     (PromotePending) or the mark is cleared (ClearRotationDue). Nor is an
 //     account with a pending credential version: which credential is live
-//     is not known until the rotation finishes or is recovered.
+//     is not known until the rotation finishes or is recovered. A check-out
+//     that finds the account so gated, and otherwise free, waits for the
+//     rotation (Config.RotationWait) rather than fail at once.
+//   - Every check-out refused after the policy allowed it, and every
+//     request that joins a waitlist, is audited too ("account.checkout"
+//     with outcome failure and the refusal's category in "error";
+//     "account.waitlist_join"), as is a refused lease extension.
 //
 // # Key rotation
 //
@@ -99,6 +105,13 @@ type Config struct {
 	// proves it is still waiting. A waiter not heard from for 10 polls (at
 	// least 5 seconds) is dropped from the waitlist. Zero: 200ms.
 	WaitPoll time.Duration
+	// RotationWait bounds how long a check-out that does not join the
+	// waitlist waits for a rotation of the account to finish (after a
+	// check-in that rotates it, or while a pending version is settled)
+	// before it fails with an Unavailable error; the request's context
+	// bounds it too. Zero: 30 seconds. Negative: it does not wait, and
+	// fails with a Conflict at once.
+	RotationWait time.Duration
 }
 
 // Vault stores targets, accounts, credentials, leases and secrets. It is
@@ -116,6 +129,7 @@ type Vault struct {
 	maxTTL     time.Duration
 	poll       time.Duration
 	stale      time.Duration // a waiter whose last_seen is older is dropped
+	rotWait    time.Duration // Config.RotationWait; <= 0: do not wait
 
 	// hookMu protects onRelease.
 	hookMu    sync.Mutex
@@ -123,8 +137,9 @@ type Vault struct {
 	onEnd     []func(ctx context.Context, account, reason string) // OnLeaseEnd
 
 	// relMu protects released, which is closed (and replaced) whenever a
-	// lease ends or a waiter is served in this process, to wake waiters
-	// before their next poll.
+	// lease ends, a waiter is served, or a rotation is promoted, dropped or
+	// gives up its claim in this process, to wake waiters (check-outs and
+	// rotations waiting for a claim) before their next poll.
 	relMu    sync.Mutex
 	released chan struct{}
 }
@@ -146,7 +161,7 @@ func New(ctx context.Context, cfg Config) (*Vault, error) {
 	v := &Vault{
 		db: cfg.DB, audit: cfg.Audit, cipher: cfg.Barrier, authz: cfg.Authz, log: cfg.Logger, now: cfg.Now,
 		kinds: cfg.Kinds, connectors: cfg.Connectors, defaultTTL: cfg.DefaultLeaseTTL, maxTTL: cfg.MaxLeaseTTL, poll: cfg.WaitPoll,
-		released: make(chan struct{}),
+		rotWait: cfg.RotationWait, released: make(chan struct{}),
 	}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
@@ -174,6 +189,9 @@ func New(ctx context.Context, cfg Config) (*Vault, error) {
 	}
 	if v.poll == 0 {
 		v.poll = 200 * time.Millisecond
+	}
+	if v.rotWait == 0 {
+		v.rotWait = 30 * time.Second
 	}
 	v.stale = max(10*v.poll, 5*time.Second)
 	sub, err := fs.Sub(migrations, "migrations")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/warderhq/warder/internal/errkind"
 	"github.com/warderhq/warder/internal/store"
 )
 
@@ -98,12 +99,33 @@ func (v *Vault) dropStaleWaiters(ctx context.Context) error {
 // account is "", and the requests waiting, in the order they will be
 // served. An expired lease is not listed, whether or not it was ended.
 func (v *Vault) Leases(ctx context.Context, account string) (LeaseList, error) {
+	return v.leases(ctx, account, "")
+}
+
+// LeasesHeldBy is Leases restricted to the leases held and the requests
+// waiting by one principal (its actor, "user:alice"): what a caller who
+// may not see everyone's is shown. A waiter's Position still counts the
+// others ahead of it.
+func (v *Vault) LeasesHeldBy(ctx context.Context, account, actor string) (LeaseList, error) {
+	if actor == "" {
+		return LeaseList{}, errkind.New(errkind.Invalid, "vault: no principal to list the leases of")
+	}
+	return v.leases(ctx, account, actor)
+}
+
+// leases lists the leases and waiters of account ("": all), held by actor
+// ("": anyone).
+func (v *Vault) leases(ctx context.Context, account, actor string) (LeaseList, error) {
 	_, now := v.nowMicros()
 	where, args := `ended_at IS NULL AND expires_at > $1`, []any{now}
 	wwhere, wargs := `last_seen >= $1`, []any{now - v.stale.Microseconds()}
 	if account != "" {
 		where, args = where+` AND account_id = $2`, append(args, account)
 		wwhere, wargs = wwhere+` AND account_id = $2`, append(wargs, account)
+	}
+	if actor != "" {
+		args = append(args, actor)
+		where += fmt.Sprintf(` AND holder = $%d`, len(args))
 	}
 	out := LeaseList{Leases: []Lease{}, Waiting: []Waiter{}}
 	ls, err := queryLeases(ctx, v.db, where, args...)
@@ -127,7 +149,9 @@ func (v *Vault) Leases(ctx context.Context, account string) (LeaseList, error) {
 		w.EnqueuedAt = store.FromMicros(at)
 		pos[w.Account]++
 		w.Position = pos[w.Account]
-		out.Waiting = append(out.Waiting, w)
+		if actor == "" || w.Principal == actor {
+			out.Waiting = append(out.Waiting, w)
+		}
 	}
 	return out, rows.Err()
 }

@@ -83,7 +83,9 @@ func (allowAll) Check(context.Context, authz.Request) (authz.Decision, error) {
 
 type static struct{ up gw.Upstream }
 
-func (s static) DefaultAccount(context.Context, string) (string, error) { return s.up.User, nil }
+func (s static) DefaultAccount(context.Context, identity.Principal, string) (string, error) {
+	return s.up.User, nil
+}
 func (s static) Resolve(context.Context, identity.Principal, string, string) (gw.Upstream, error) {
 	return s.up, nil
 }

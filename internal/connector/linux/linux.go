@@ -92,8 +92,15 @@ type target struct {
 	sudo     bool
 }
 
+// OptDefaultAccount is the account the SSH gateway logs in as when a user
+// names only the target ("warder ssh web1") and holds no just-in-time
+// grant naming an account on it. Unset: such a user must name the
+// account (ACCOUNT@TARGET); the management account is never used
+// implicitly.
+const OptDefaultAccount = "default_account"
+
 // Target options.
-var options = []string{"host_key", "host_ca", "become", "ssh_auth"}
+var options = []string{"host_key", "host_ca", "become", "ssh_auth", OptDefaultAccount}
 
 // SSH gateway login methods (the ssh_auth option).
 const (
@@ -135,6 +142,9 @@ func parseTarget(t connector.Target) (*target, error) {
 	case "", SSHAuthVault, SSHAuthCertificate:
 	default:
 		return nil, fmt.Errorf("linux: target %q: option ssh_auth is %q, want %q or %q", t.Name, a, SSHAuthVault, SSHAuthCertificate)
+	}
+	if a, ok := t.Options[OptDefaultAccount]; ok && !validUser.MatchString(a) {
+		return nil, fmt.Errorf("linux: target %q: option %s is %q, not an account name (want %s)", t.Name, OptDefaultAccount, a, validUser)
 	}
 	switch b := t.Options["become"]; b {
 	case "":

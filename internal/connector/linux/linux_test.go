@@ -208,6 +208,8 @@ func TestCheckTarget(t *testing.T) {
 		{"bad host CA", func(tg *connector.Target) { delete(tg.Options, "host_key"); tg.Options["host_ca"] = "ssh-ed25519 AAAA" }},
 		{"empty host CA only", func(tg *connector.Target) { delete(tg.Options, "host_key"); tg.Options["host_ca"] = " " }},
 		{"ssh_auth", func(tg *connector.Target) { tg.Options["ssh_auth"] = "cert" }},
+		{"empty default account", func(tg *connector.Target) { tg.Options[OptDefaultAccount] = "" }},
+		{"default account not a name", func(tg *connector.Target) { tg.Options[OptDefaultAccount] = "a b" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := good()
@@ -228,6 +230,7 @@ func TestCheckTargetOptions(t *testing.T) {
 		"host key and host CA": {"host_key": hostKey, "host_ca": caKey},
 		"ssh_auth vault":       {"host_key": hostKey, "ssh_auth": SSHAuthVault},
 		"ssh_auth certificate": {"host_key": hostKey, "ssh_auth": SSHAuthCertificate},
+		"default account":      {"host_key": hostKey, OptDefaultAccount: "deploy"},
 	} {
 		if err := c.CheckTarget(connector.Target{Kind: "linux", Name: "n", Host: "127.0.0.1", Port: 22, Options: opts}); err != nil {
 			t.Errorf("%s: %v", name, err)

@@ -19,8 +19,19 @@ import (
 	"github.com/warderhq/warder/internal/identity"
 )
 
-// deniedMessage is all a refused user is told; the reason is logged.
+// deniedMessage is all a refused user is told; the reason is logged. The
+// one exception is nameAccountError, which tells the user what to do.
 const deniedMessage = "warder: access denied or target unavailable (connection %s)"
+
+// nameAccountError refuses a connection that names only a target for
+// which the Resolver has no account for the user (no default account):
+// the user must name one. The target exists (the Resolver said so), and
+// the user typed its name, so the message reveals nothing new.
+type nameAccountError struct{ target string }
+
+func (e *nameAccountError) Error() string {
+	return fmt.Sprintf("target %s has no default account for you: name an account: ACCOUNT@%s", e.target, e.target)
+}
 
 // conn is one client connection and, once authorized, its upstream
 // connection. A connection nested in a ProxyJump channel (see jump.go) is
@@ -111,6 +122,10 @@ func (c *conn) serve() {
 	if err != nil {
 		s.log.Info("ssh: connection refused", "conn", c.id, "principal", p.Actor(), "user", sc.User(), "source", c.origin.Source, "err", err)
 		msg := fmt.Sprintf(deniedMessage, c.id)
+		var na *nameAccountError
+		if errors.As(err, &na) {
+			msg = fmt.Sprintf("warder: %v (connection %s)", na, c.id)
+		}
 		if first != nil {
 			first.Reject(gossh.Prohibited, msg)
 		}
@@ -177,8 +192,11 @@ func (c *conn) connect(ctx context.Context) (string, error) {
 		return StatusFailed, fmt.Errorf("user name %q: %v", c.sc.User(), err)
 	}
 	if account == "" {
-		if account, err = s.cfg.Upstream.DefaultAccount(ctx, target); err != nil {
+		if account, err = s.cfg.Upstream.DefaultAccount(ctx, c.p, target); err != nil {
 			return StatusFailed, fmt.Errorf("default account of %q: %w", target, err)
+		}
+		if account == "" {
+			return StatusFailed, &nameAccountError{target: target}
 		}
 	}
 	c.target, c.account = target, account
@@ -209,7 +227,7 @@ func (c *conn) connect(ctx context.Context) (string, error) {
 	}
 	c.notAfter = d.NotAfter
 
-	up, err := s.cfg.Upstream.Resolve(ctx, c.p, target, account)
+	up, err := s.cfg.Upstream.Resolve(WithOrigin(ctx, c.origin), c.p, target, account)
 	if err != nil {
 		return StatusFailed, fmt.Errorf("resolve %s/%s: %w", target, account, err)
 	}

@@ -35,15 +35,35 @@ type Auditor interface {
 // with. The vault-backed implementation checks the account out for the
 // session; Upstream.Release checks it in (which may rotate it).
 type Resolver interface {
-	// DefaultAccount returns the account used when the SSH user name
-	// names only a target ("web1" rather than "root@web1"), and fails for
-	// a target the gateway cannot reach; a ProxyJump channel calls it to
-	// tell a target from any other host. It is called before
-	// authorization, so it must not check anything out.
-	DefaultAccount(ctx context.Context, target string) (string, error)
+	// DefaultAccount returns the account p logs in as when the SSH user
+	// name names only a target ("web1" rather than "root@web1"), or ""
+	// when there is none and p must name one (the connection is then
+	// refused, telling the user so). It fails for a target the gateway
+	// cannot reach; a ProxyJump channel calls it to tell a target from
+	// any other host. It is called before authorization, so it must not
+	// check anything out.
+	DefaultAccount(ctx context.Context, p identity.Principal, target string) (string, error)
 	// Resolve returns how to reach account on target for p, who has
-	// already been authorized to connect.
+	// already been authorized to connect. OriginFrom(ctx) tells whom and
+	// where from, for the Resolver's own audit events.
 	Resolve(ctx context.Context, p identity.Principal, target, account string) (Upstream, error)
+}
+
+// originKey is the context key of a connection's audit origin.
+type originKey struct{}
+
+// WithOrigin returns ctx carrying o, as the gateway calls a Resolver (and
+// as a Resolver's tests may).
+func WithOrigin(ctx context.Context, o audit.Origin) context.Context {
+	return context.WithValue(ctx, originKey{}, o)
+}
+
+// OriginFrom returns the audit origin of the connection a Resolver is
+// called for: the principal as actor, the client's address as source and
+// the connection's id as request id.
+func OriginFrom(ctx context.Context) (audit.Origin, bool) {
+	o, ok := ctx.Value(originKey{}).(audit.Origin)
+	return o, ok
 }
 
 // Upstream is a resolved target account.

@@ -124,6 +124,40 @@ func TestExplicitAccount(t *testing.T) {
 	}
 }
 
+// TestNoDefaultAccount: a user name naming only a target for which the
+// resolver has no account is refused before authorization, and the user
+// is told to name the account.
+func TestNoDefaultAccount(t *testing.T) {
+	e := newEnv(t, nil)
+	e.res.mu.Lock()
+	e.res.defaultAccount = ""
+	e.res.mu.Unlock()
+	c := e.mustDial("web1")
+	_, err := c.NewSession()
+	var oce *gossh.OpenChannelError
+	if !errors.As(err, &oce) || oce.Reason != gossh.Prohibited || !strings.Contains(oce.Message, "name an account: ACCOUNT@web1") {
+		t.Fatalf("session: %v", err)
+	}
+	if reqs := e.authz.requests(authz.ActionConnect); len(reqs) != 0 {
+		t.Errorf("authorized %+v", reqs)
+	}
+	e.res.mu.Lock()
+	n := len(e.res.released)
+	e.res.mu.Unlock()
+	if n != 0 {
+		t.Error("the connection was resolved")
+	}
+	// Naming the account still works.
+	c = e.mustDial(e.user.Username + "@web1")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.Output("id -un"); err != nil || strings.TrimSpace(string(out)) != e.user.Username {
+		t.Fatalf("id -un: %q, %v", out, err)
+	}
+}
+
 // shell starts an interactive shell with a pty and returns its input and
 // collected output.
 func shell(t *testing.T, c *gossh.Client) (*gossh.Session, io.WriteCloser, *syncBuffer) {

@@ -501,11 +501,13 @@ func (e *env) setRules(rules ...Rule) {
 type fakeResolver struct {
 	mu             sync.Mutex
 	targets        map[string]Upstream
-	defaultAccount string
+	defaultAccount string // "": none, the user must name the account
 	released       []string
 }
 
-func (r *fakeResolver) DefaultAccount(ctx context.Context, target string) (string, error) {
+func (r *fakeResolver) DefaultAccount(ctx context.Context, p identity.Principal, target string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if _, ok := r.targets[target]; !ok {
 		return "", fmt.Errorf("no target %q", target)
 	}

@@ -70,7 +70,7 @@ func (c *conn) jumpChannel(ctx context.Context, nch gossh.NewChannel) (target, h
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	if _, err := s.cfg.Upstream.DefaultAccount(ctx, target); err != nil {
+	if _, err := s.cfg.Upstream.DefaultAccount(ctx, c.p, target); err != nil {
 		s.log.Info("ssh: ProxyJump to an unknown target", "conn", c.id, "principal", c.p.Actor(), "host", d.Host, "err", err)
 		return "", "", false
 	}

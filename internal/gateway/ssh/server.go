@@ -1,12 +1,13 @@
 // Package ssh is Warder's SSH gateway. People log in to it as themselves,
 // with an SSH user certificate signed by Warder's user CA (or, as a
 // fallback, a Warder token as password); the SSH user name they ask for
-// selects the target account, "ACCOUNT@TARGET" or "TARGET" (the target's
-// default account). The gateway authorizes the connection (action
-// "connect" on Account::"TARGET/ACCOUNT", context via "ssh"), logs in to
-// the target with what the Resolver provides (the vaulted credential, or
-// an ephemeral certificate), which the user never sees, and relays the
-// session while recording it.
+// selects the target account, "ACCOUNT@TARGET" or "TARGET" (the account
+// the Resolver chooses for the user, if any; otherwise the connection is
+// refused, telling the user to name one). The gateway authorizes the
+// connection (action "connect" on Account::"TARGET/ACCOUNT", context via
+// "ssh"), logs in to the target with what the Resolver provides (the
+// vaulted credential, or an ephemeral certificate), which the user never
+// sees, and relays the session while recording it.
 //
 // Per connection: one upstream SSH connection to the target, whose host
 // key must be the pinned one or a host certificate of the target's host CA
