@@ -190,3 +190,49 @@ func TestInitializeUnreachable(t *testing.T) {
 		t.Errorf("Initialize of an account with a credential: %v", err)
 	}
 }
+
+// TestInitializeTakenNotVerified: the target took the first password but
+// refuses logins as the account (NOLOGIN), or the change's answer was
+// lost: the target may hold the pending password and nothing else, so the
+// add is not undone: the account stays with it pending.
+func TestInitializeTakenNotVerified(t *testing.T) {
+	for name, tweak := range map[string]func(m *memTarget){
+		"no login":      func(m *memTarget) { m.noLogin = "svc" },
+		"answer lost":   func(m *memTarget) { m.failChangeAfter = true; m.noLogin = "svc" },
+		"lost, refused": func(m *memTarget) { m.failChangeAfter = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, testenv.SQLite(t), nil)
+			e.setup(t, true)
+			e.mem.set("svc", "the-old-password")
+			tweak(e.mem)
+			if _, err := e.vault.AddAccount(e.ctx, origin, vault.AccountSpec{Target: "t1", Username: "svc"}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := e.eng.Initialize(e.ctx, origin, "t1/svc")
+			if res.Outcome == Rotated {
+				return // the pending password logs in: promoted, nothing to undo
+			}
+			if err == nil {
+				t.Fatalf("Initialize = %+v, nil", res)
+			}
+			if e.mem.password("svc") == "the-old-password" {
+				t.Fatal("the change was not applied: the test does not test what it says")
+			}
+			a, aerr := e.vault.Account(e.ctx, "t1/svc")
+			if aerr != nil {
+				t.Fatalf("the account was discarded although the target took its password: %v (Initialize: %v)", aerr, err)
+			}
+			if !a.HasPending {
+				t.Errorf("account %+v: the password the target holds is not kept", a)
+			}
+			_, p, ok, perr := e.vault.PendingCredential(e.ctx, "t1/svc")
+			if perr != nil || !ok || string(p.Secret) != e.mem.password("svc") {
+				t.Errorf("pending credential %v, %v: not the password the target holds", ok, perr)
+			}
+			if strings.Contains(err.Error(), "was not added") {
+				t.Errorf("error %q says the account was not added", err)
+			}
+		})
+	}
+}

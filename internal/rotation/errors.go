@@ -102,6 +102,33 @@ func describe(err error, requestID string) (string, errkind.Kind) {
 	return text, errkind.Conflict
 }
 
+// notSent wraps an error that kept a change from being sent to the
+// target at all.
+type notSent struct{ err error }
+
+func (e notSent) Error() string { return e.err.Error() }
+func (e notSent) Unwrap() error { return e.err }
+
+// refusedOutright reports whether a change that failed with err certainly
+// did not happen on the target: it was never sent (notSent), or the
+// target answered it with a SQLSTATE of a refusal (permission, syntax,
+// login, invalid role: the statement was not executed), not of a lost
+// connection, an interrupted transaction or a shutdown, after which it
+// may or may not have been applied. Connectors that keep no SQLSTATE
+// (SSH, Redis) never give a certain refusal.
+func refusedOutright(err error) bool {
+	var ns notSent
+	if errors.As(err, &ns) {
+		return true
+	}
+	var st sqlStater
+	if !errors.As(err, &st) || st.SQLState() == "" {
+		return false
+	}
+	_, kind := sqlState(st.SQLState())
+	return kind == errkind.Conflict
+}
+
 // sqlState names a SQLSTATE's class (PostgreSQL, Appendix A).
 func sqlState(code string) (string, errkind.Kind) {
 	if code == "42501" {

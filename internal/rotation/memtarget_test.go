@@ -33,6 +33,10 @@ type memTarget struct {
 	refuseChange error
 	// changeDelay makes every Change take this long (a slow target).
 	changeDelay time.Duration
+	// noLogin refuses every login as this user whatever its password (a
+	// PostgreSQL role WITH NOLOGIN, sshd refusing passwords), while
+	// Change still sets it.
+	noLogin string
 	// changes counts applied changes.
 	changes int
 	// files holds dependents written: path → line.
@@ -65,6 +69,9 @@ func (m *memTarget) Kinds() []connector.CredentialKind {
 	return []connector.CredentialKind{connector.Password}
 }
 func (m *memTarget) login(user string, secret []byte) error {
+	if user == m.noLogin {
+		return connector.Rejected("memtarget: %s may not log in", user)
+	}
 	pw, ok := m.accounts[user]
 	if !ok || subtle.ConstantTimeCompare([]byte(pw), secret) != 1 {
 		return connector.Rejected("memtarget: login as %s", user)

@@ -23,6 +23,13 @@ type job struct {
 	// Set while it runs.
 	cause   string // why the change failed, for the audit of a dropped pending version
 	dropped bool   // settle dropped the pending version (the vault audited it)
+	// refused: the change was refused outright, so the target cannot
+	// have taken the new credential: it was never sent (no way to set
+	// it), or the target answered the statement with an error of its own
+	// (a SQLSTATE of a refusal, not of a lost connection or an
+	// interrupted transaction). A change that succeeded, or failed in a
+	// way that leaves it unknown, is not.
+	refused bool
 }
 
 func (e *Engine) load(ctx context.Context, o audit.Origin, id string) (*job, error) {
@@ -115,7 +122,7 @@ func (e *Engine) Initialize(ctx context.Context, o audit.Origin, id string) (res
 		return Result{Account: id}, err
 	}
 	defer release()
-	unclaim, err := e.claim(ctx, id, true)
+	owner, unclaim, err := e.claimAs(ctx, id, true)
 	if err != nil {
 		return Result{Account: id}, err
 	}
@@ -138,12 +145,20 @@ func (e *Engine) Initialize(ctx context.Context, o audit.Origin, id string) (res
 	if err == nil || res.Outcome == Rotated || res.Outcome == Reset {
 		return res, err // done, if with a hitch the error tells
 	}
+	// Undo only a change the target refused outright: one it may have
+	// applied (a change that succeeded but whose login then failed, a
+	// connection lost mid-statement) could leave the target with the
+	// pending credential and nothing else, which must stay in the vault.
 	// Undo even if the caller has gone: the claim is still held, so no
-	// rotation or recovery can run in between.
+	// rotation or recovery can run in between (DiscardAccount checks).
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	state := "the account was not added"
-	if undone, uerr := e.undoAdd(uctx, j); !undone {
+	undone, uerr := false, error(nil)
+	if j.refused {
+		undone, uerr = e.undoAdd(uctx, j, owner)
+	}
+	if !undone {
 		if uerr != nil {
 			e.logger.Warn("failed add not undone", "account", id, "request_id", o.RequestID, "err", uerr)
 		}
@@ -163,7 +178,7 @@ func (e *Engine) Initialize(ctx context.Context, o audit.Origin, id string) (res
 // the target refuses its pending version, or it has none. It reports
 // whether it removed it, with the error that kept it from doing so (nil
 // when the pending version logs in: recovery will promote it).
-func (e *Engine) undoAdd(ctx context.Context, j *job) (bool, error) {
+func (e *Engine) undoAdd(ctx context.Context, j *job, owner string) (bool, error) {
 	id := j.acct.ID
 	if cur, err := e.current(ctx, id); err != nil || cur != nil {
 		if cur != nil {
@@ -171,7 +186,7 @@ func (e *Engine) undoAdd(ctx context.Context, j *job) (bool, error) {
 		}
 		return false, err
 	}
-	_, p, ok, err := e.vault.PendingCredential(ctx, id)
+	pver, p, ok, err := e.vault.PendingCredential(ctx, id)
 	if err != nil {
 		return false, err
 	}
@@ -185,7 +200,7 @@ func (e *Engine) undoAdd(ctx context.Context, j *job) (bool, error) {
 			return false, fmt.Errorf("cannot tell whether the target took the new credential: %w", verr)
 		}
 	}
-	if err := e.vault.DiscardAccount(ctx, j.o, id, "the target did not take the account's first credential"); err != nil {
+	if err := e.vault.DiscardAccount(ctx, j.o, id, owner, pver, "the target did not take the account's first credential"); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -214,6 +229,7 @@ func (e *Engine) rotate(ctx context.Context, j *job) (Result, error) {
 	// which decides from what the target says.
 	noun := credentialNoun(j.acct.Kind)
 	if err := e.change(ctx, j, cur, next); err != nil {
+		j.refused = refusedOutright(err)
 		j.cause, _ = describe(err, j.o.RequestID)
 		res, serr := e.settle(ctx, j)
 		return res, targetError(j, "setting the new "+noun+" on "+j.tgt.Name, err, res, serr)
@@ -280,10 +296,10 @@ func (e *Engine) management(ctx context.Context, tgt vault.Target, username stri
 func (e *Engine) change(ctx context.Context, j *job, cur *connector.Credential, next connector.Credential) error {
 	as, err := e.management(ctx, j.tgt, j.acct.Username)
 	if err != nil {
-		return err
+		return notSent{err}
 	}
 	if as == nil && cur == nil {
-		return errkind.New(errkind.Invalid, "rotation: %s has no credential yet and %s has no management account to set one", j.acct.ID, j.tgt.Name)
+		return notSent{errkind.New(errkind.Invalid, "rotation: %s has no credential yet and %s has no management account to set one", j.acct.ID, j.tgt.Name)}
 	}
 	return j.conn.Change(ctx, j.ct, connector.ChangeRequest{Username: j.acct.Username, Current: cur, Next: next, As: as})
 }

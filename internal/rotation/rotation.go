@@ -203,9 +203,17 @@ func (e *Engine) slot(ctx context.Context, t vault.Target) (release func(), err 
 // claim serialises work on one account, across processes. With wait, it
 // waits up to Config.BusyWait for another rotation's claim to end.
 func (e *Engine) claim(ctx context.Context, account string, wait bool) (release func(), err error) {
+	_, release, err = e.claimAs(ctx, account, wait)
+	return release, err
+}
+
+// claimAs is claim, also returning the claim's owner, which the vault
+// checks where an action is allowed only while the claim is held
+// (DiscardAccount).
+func (e *Engine) claimAs(ctx context.Context, account string, wait bool) (owner string, release func(), err error) {
 	// One owner per claim: the vault lets an owner renew its own claim,
 	// and two goroutines of this process must exclude each other too.
-	owner := fmt.Sprintf("%s#%d", e.owner, e.claims.Add(1))
+	owner = fmt.Sprintf("%s#%d", e.owner, e.claims.Add(1))
 	var d time.Duration
 	if wait {
 		d = e.cfg.BusyWait
@@ -213,17 +221,17 @@ func (e *Engine) claim(ctx context.Context, account string, wait bool) (release 
 	ok, err := e.vault.ClaimRotationWait(ctx, account, owner, e.cfg.ClaimTTL, d)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, errkind.Wrap(errkind.Unavailable, fmt.Errorf("rotation: waiting for the rotation of %s in progress: %w", account, err))
+			return "", nil, errkind.Wrap(errkind.Unavailable, fmt.Errorf("rotation: waiting for the rotation of %s in progress: %w", account, err))
 		}
-		return nil, fmt.Errorf("rotation: claim %s: %w", account, err)
+		return "", nil, fmt.Errorf("rotation: claim %s: %w", account, err)
 	}
 	if !ok {
 		if d > 0 {
-			return nil, errkind.Wrap(errkind.Unavailable, fmt.Errorf("%w, and it did not finish within %v; try again later", ErrBusy, d))
+			return "", nil, errkind.Wrap(errkind.Unavailable, fmt.Errorf("%w, and it did not finish within %v; try again later", ErrBusy, d))
 		}
-		return nil, ErrBusy
+		return "", nil, ErrBusy
 	}
-	return func() {
+	return owner, func() {
 		// Release even when ctx is done: a held claim delays the next
 		// rotation by ClaimTTL.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

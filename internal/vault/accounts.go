@@ -355,13 +355,16 @@ func (v *Vault) RemoveAccount(ctx context.Context, o audit.Origin, id string) er
 // DiscardAccount undoes the add of an account that never had a current
 // credential: an account added to have its first credential generated
 // (AccountSpec.Credential nil) whose target did not take it. The caller
-// (the rotation engine, holding the account's rotation claim) has made
-// sure that no credential it stores can be live on the target. In one
-// transaction it removes the account with its pending or retired
-// versions and waiters, audited "account.remove" with the reason and
-// "discarded": "true". An account with a current credential or a lease is
-// a Conflict: that is RemoveAccount's, after a check-in.
-func (v *Vault) DiscardAccount(ctx context.Context, o audit.Origin, id, reason string) error {
+// (the rotation engine, holding the account's rotation claim as owner) has
+// made sure that no credential it stores can be live on the target; it
+// names the pending version it checked (0: none). In one transaction it
+// removes the account with its pending or retired versions and waiters,
+// audited "account.remove" with the reason and "discarded": "true". It is
+// a Conflict, and nothing is removed, when the account has a current
+// credential or a lease (that is RemoveAccount's, after a check-in), when
+// owner no longer holds the claim (it expired, and another rotation may
+// have run), or when the pending version is not the one checked.
+func (v *Vault) DiscardAccount(ctx context.Context, o audit.Origin, id, owner string, pendingVersion int64, reason string) error {
 	_, now := v.nowMicros()
 	return v.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := v.db.Lock(ctx, tx, "vault.account:"+id); err != nil {
@@ -370,6 +373,24 @@ func (v *Vault) DiscardAccount(ctx context.Context, o audit.Origin, id, reason s
 		a, err := accountTx(ctx, tx, id)
 		if err != nil {
 			return err
+		}
+		var by string
+		var until int64
+		if err := tx.QueryRowContext(ctx, `SELECT rotating_by, rotating_until FROM vault_accounts WHERE id = $1`, id).Scan(&by, &until); err != nil {
+			return fmt.Errorf("vault: discard account %q: %w", id, err)
+		}
+		if owner == "" || by != owner || until <= now {
+			return errkind.New(errkind.Conflict, "vault: %s is not claimed for rotation by the caller any more; it is not discarded", id)
+		}
+		var pver int64
+		switch err := tx.QueryRowContext(ctx, `SELECT version FROM vault_credentials WHERE account_id = $1 AND state = $2`,
+			id, StatePending).Scan(&pver); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("vault: discard account %q: %w", id, err)
+		}
+		if pver != pendingVersion {
+			return errkind.New(errkind.Conflict, "vault: %s's pending version is %d, not the %d checked; it is not discarded", id, pver, pendingVersion)
 		}
 		if a.CredentialVersion != 0 {
 			return errkind.New(errkind.Conflict, "vault: %s has a credential (version %d); it is not discarded", id, a.CredentialVersion)

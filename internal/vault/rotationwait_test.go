@@ -284,13 +284,28 @@ func TestDiscardAccount(t *testing.T) {
 		if _, err := v.AddAccount(e.ctx, admin, AccountSpec{Target: "db1", Username: "gen"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := v.StagePending(e.ctx, system, "db1/gen", connector.Credential{Secret: []byte("pw-never-set")}); err != nil {
+		ver, err := v.StagePending(e.ctx, system, "db1/gen", connector.Credential{Secret: []byte("pw-never-set")})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := v.DiscardAccount(e.ctx, admin, "db1/gen", "the target refused"); err != nil {
+		// Only the holder of the rotation claim, for the pending version
+		// it checked.
+		err = v.DiscardAccount(e.ctx, admin, "db1/gen", "owner-1", ver, "the target refused")
+		wantKind(t, "discard without the claim", err, errkind.Conflict)
+		if ok, err := v.ClaimRotation(e.ctx, "db1/gen", "owner-1", time.Minute); !ok || err != nil {
+			t.Fatalf("ClaimRotation = %v, %v", ok, err)
+		}
+		err = v.DiscardAccount(e.ctx, admin, "db1/gen", "owner-2", ver, "the target refused")
+		wantKind(t, "discard by another owner", err, errkind.Conflict)
+		err = v.DiscardAccount(e.ctx, admin, "db1/gen", "owner-1", ver+1, "the target refused")
+		wantKind(t, "discard of another pending version", err, errkind.Conflict)
+		if _, err := v.Account(e.ctx, "db1/gen"); err != nil {
+			t.Fatalf("refused discards removed the account: %v", err)
+		}
+		if err := v.DiscardAccount(e.ctx, admin, "db1/gen", "owner-1", ver, "the target refused"); err != nil {
 			t.Fatal(err)
 		}
-		_, err := v.Account(e.ctx, "db1/gen")
+		_, err = v.Account(e.ctx, "db1/gen")
 		wantKind(t, "discarded account", err, errkind.NotFound)
 		var n int
 		if err := e.db.QueryRowContext(e.ctx, `SELECT COUNT(*) FROM vault_credentials WHERE account_id = 'db1/gen'`).Scan(&n); err != nil || n != 0 {
@@ -300,7 +315,10 @@ func TestDiscardAccount(t *testing.T) {
 		if len(evs) != 1 || evs[0].Details["discarded"] != "true" || evs[0].Details["reason"] != "the target refused" {
 			t.Errorf("account.remove events %+v", evs)
 		}
-		err = v.DiscardAccount(e.ctx, admin, "db1/kept", "no")
+		if ok, err := v.ClaimRotation(e.ctx, "db1/kept", "owner-1", time.Minute); !ok || err != nil {
+			t.Fatalf("ClaimRotation = %v, %v", ok, err)
+		}
+		err = v.DiscardAccount(e.ctx, admin, "db1/kept", "owner-1", 0, "no")
 		wantKind(t, "discard an account with a credential", err, errkind.Conflict)
 	})
 }

@@ -7,7 +7,9 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	gossh "golang.org/x/crypto/ssh"
 
@@ -126,17 +128,23 @@ func (c *conn) end(status, msg string) {
 // (authz.ForwardLocal for ssh -L and -W, authz.ForwardRemote for ssh -R)
 // and the destination host and port as the client asked; the decision is
 // audited with the direction and the destination. Refused when the
-// decision cannot be made, and without one when port is above 65535.
+// decision cannot be made, and, without one but audited, when port is
+// above 65535 or host is not one a policy can be trusted to have seen:
+// longer than 255 bytes, not UTF-8 or holding control characters (the
+// target would dial the host as sent, so it is never shortened or
+// repaired for the policy).
 func (c *conn) authorizeForward(ctx context.Context, direction, host string, port uint32) bool {
 	s := c.srv
-	if port > math.MaxUint16 {
-		s.log.Info("ssh: port forwarding refused: no such port", "conn", c.id, "principal", c.p.Actor(), "target", c.target,
-			"forward", direction, "port", port)
+	if reason := badForward(host, port); reason != "" {
+		s.log.Info("ssh: port forwarding refused", "conn", c.id, "principal", c.p.Actor(), "target", c.target,
+			"forward", direction, "reason", reason)
+		c.audit(ctx, "ssh.port_forward_refused", accountUID(c.target, c.account).String(), audit.OutcomeDeny, map[string]string{
+			"forward": direction, "reason": reason, "destination": clip(strconv.QuoteToASCII(host), 300) + ":" + strconv.FormatUint(uint64(port), 10),
+		})
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	host = clip(host, 255)
 	req := c.req
 	req.Action = authz.ActionPortForward
 	req.Context.Forward = &authz.Forward{Direction: direction, Host: host, Port: uint16(port)}
@@ -152,6 +160,22 @@ func (c *conn) authorizeForward(ctx context.Context, direction, host string, por
 		return false
 	}
 	return true
+}
+
+// badForward says why a forward to host:port is refused before any
+// policy decision, or "" when it is not.
+func badForward(host string, port uint32) string {
+	switch {
+	case port > math.MaxUint16:
+		return "no such port"
+	case len(host) > 255:
+		return "destination host longer than 255 bytes"
+	case !utf8.ValidString(host):
+		return "destination host not UTF-8"
+	case strings.IndexFunc(host, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		return "destination host with control characters"
+	}
+	return ""
 }
 
 // directTCPIP serves a local forward (ssh -L, -W): a direct-tcpip channel

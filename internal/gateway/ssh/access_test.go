@@ -345,6 +345,26 @@ func TestPortForwardPolicy(t *testing.T) {
 		if after := len(e.authz.requests(authz.ActionPortForward)); after != before {
 			t.Errorf("%d port_forward requests for ports above 65535, want none", after-before)
 		}
+		// A host the policy could not see as the target would dial it is
+		// refused without a decision too; every such refusal is audited.
+		for _, host := range []string{strings.Repeat("a", 256), "127.0.0.1\x00.evil", "db\xff", "db\n"} {
+			local := gossh.Marshal(struct {
+				Host     string
+				Port     uint32
+				OrigHost string
+				OrigPort uint32
+			}{host, uint32(echoPort), "127.0.0.1", 1})
+			if ch, _, err := c.OpenChannel("direct-tcpip", local); err == nil {
+				ch.Close()
+				t.Errorf("direct-tcpip to %q was allowed", host)
+			}
+		}
+		if after := len(e.authz.requests(authz.ActionPortForward)); after != before {
+			t.Errorf("%d port_forward requests for malformed destinations, want none", after-before)
+		}
+		if n := len(e.audit.find("ssh.port_forward_refused")); n != 6 {
+			t.Errorf("%d ssh.port_forward_refused events, want 6 (2 ports, 4 hosts)", n)
+		}
 	})
 	t.Run("openssh -L", func(t *testing.T) {
 		args, port := e.opensshArgs()

@@ -131,7 +131,14 @@ func (c *conn) serveJumps(ctx context.Context, first gossh.NewChannel, chans <-c
 			idle.Stop()
 		}
 	}()
+	armIdle := func() {
+		if t := s.cfg.IdleTimeout; t > 0 {
+			idle = time.NewTimer(t)
+			idleC = idle.C
+		}
+	}
 	active := 0
+	armIdle() // stopped by the first inner connection, if one is accepted
 	// next returns the client's next channel, nil once the connection
 	// has ended, meanwhile closing it when it stays idle.
 	next := func() gossh.NewChannel {
@@ -143,10 +150,8 @@ func (c *conn) serveJumps(ctx context.Context, first gossh.NewChannel, chans <-c
 				}
 				return nch
 			case <-ended:
-				active--
-				if t := s.cfg.IdleTimeout; active == 0 && t > 0 {
-					idle = time.NewTimer(t)
-					idleC = idle.C
+				if active--; active == 0 {
+					armIdle()
 				}
 			case <-idleC:
 				idleC = nil
