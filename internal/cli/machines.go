@@ -147,22 +147,9 @@ func (e *env) printMachineFields(w *tabwriter.Writer, m client.Machine) {
 // machineActionCommand is a command NAME that calls do and prints the
 // machine.
 func (e *env) machineActionCommand(use, short string, do func(*client.Client, context.Context, string) (client.Machine, error)) *cobra.Command {
-	return &cobra.Command{
-		Use:   use + " NAME",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			m, err := do(c, cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return e.print(m, func(w *tabwriter.Writer) { e.printMachineFields(w, m) })
-		},
-	}
+	return nameActionCommand(e, use, short, do, func(m client.Machine) error {
+		return e.print(m, func(w *tabwriter.Writer) { e.printMachineFields(w, m) })
+	})
 }
 
 func (e *env) machineDeleteCommand() *cobra.Command {

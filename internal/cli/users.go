@@ -150,6 +150,12 @@ func (e *env) userShowCommand() *cobra.Command {
 
 // userActionCommand is a command NAME that calls do and prints the user.
 func (e *env) userActionCommand(use, short string, do func(*client.Client, context.Context, string) (client.User, error)) *cobra.Command {
+	return nameActionCommand(e, use, short, do, e.printUser)
+}
+
+// nameActionCommand is a command NAME that calls do with the name and
+// prints what it returns with show.
+func nameActionCommand[T any](e *env, use, short string, do func(*client.Client, context.Context, string) (T, error), show func(T) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
@@ -159,11 +165,11 @@ func (e *env) userActionCommand(use, short string, do func(*client.Client, conte
 			if err != nil {
 				return err
 			}
-			u, err := do(c, cmd.Context(), args[0])
+			v, err := do(c, cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return e.printUser(u)
+			return show(v)
 		},
 	}
 }

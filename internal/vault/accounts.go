@@ -337,15 +337,8 @@ func (v *Vault) RemoveAccount(ctx context.Context, o audit.Origin, id string) er
 		if len(holders) > 0 {
 			return errkind.New(errkind.Conflict, "vault: %s is checked out (%s); check it in first", id, describeHolders(holders))
 		}
-		for _, q := range []string{
-			`DELETE FROM vault_credentials WHERE account_id = $1`,
-			`DELETE FROM vault_leases WHERE account_id = $1`,
-			`DELETE FROM vault_waitlist WHERE account_id = $1`,
-			`DELETE FROM vault_accounts WHERE id = $1`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, id); err != nil {
-				return fmt.Errorf("vault: remove account %q: %w", id, err)
-			}
+		if err := deleteAccountTx(ctx, tx, id); err != nil {
+			return err
 		}
 		_, err = v.audit.AppendTx(ctx, tx, o.Event("account.remove", "account:"+id, audit.OutcomeSuccess, nil))
 		return err
@@ -402,20 +395,29 @@ func (v *Vault) DiscardAccount(ctx context.Context, o audit.Origin, id, owner st
 		if len(holders) > 0 {
 			return errkind.New(errkind.Conflict, "vault: %s is checked out (%s); it is not discarded", id, describeHolders(holders))
 		}
-		for _, q := range []string{
-			`DELETE FROM vault_credentials WHERE account_id = $1`,
-			`DELETE FROM vault_leases WHERE account_id = $1`,
-			`DELETE FROM vault_waitlist WHERE account_id = $1`,
-			`DELETE FROM vault_accounts WHERE id = $1`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, id); err != nil {
-				return fmt.Errorf("vault: discard account %q: %w", id, err)
-			}
+		if err := deleteAccountTx(ctx, tx, id); err != nil {
+			return err
 		}
 		_, err = v.audit.AppendTx(ctx, tx, o.Event("account.remove", "account:"+id, audit.OutcomeSuccess,
 			map[string]string{"discarded": "true", "reason": clipText(reason, maxReason)}))
 		return err
 	})
+}
+
+// deleteAccountTx deletes an account with its credentials, leases and
+// waiters; the caller holds its lock and audits.
+func deleteAccountTx(ctx context.Context, tx *sql.Tx, id string) error {
+	for _, q := range []string{
+		`DELETE FROM vault_credentials WHERE account_id = $1`,
+		`DELETE FROM vault_leases WHERE account_id = $1`,
+		`DELETE FROM vault_waitlist WHERE account_id = $1`,
+		`DELETE FROM vault_accounts WHERE id = $1`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, id); err != nil {
+			return fmt.Errorf("vault: delete account %q: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // UpdateAccount changes an account's settings and returns it.
