@@ -2,10 +2,8 @@ package cli
 
 import (
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -67,17 +65,7 @@ func (f *fakeAccess) called(key string) []jitCall {
 func setupAccess(t *testing.T, answers map[string]string) *fakeAccess {
 	t.Helper()
 	f := &fakeAccess{answers: answers, calls: map[string][]jitCall{}}
-	srv := httptest.NewTLSServer(f)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("WARDER_ADDR", srv.URL)
-	t.Setenv("WARDER_CACERT", ca)
-	t.Setenv("WARDER_CONFIG_DIR", filepath.Join(dir, "config"))
-	t.Setenv("WARDER_TOKEN", "wt1.alice")
+	serveCLI(t, f, "wt1.alice")
 	return f
 }
 

@@ -2,13 +2,9 @@ package cli
 
 import (
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,15 +62,7 @@ func (f *fakeAudit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func setupAudit(t *testing.T, n int64) *fakeAudit {
 	t.Helper()
 	f := &fakeAudit{n: n}
-	srv := httptest.NewTLSServer(f)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
-	t.Setenv("WARDER_ADDR", srv.URL)
-	t.Setenv("WARDER_CACERT", ca)
-	t.Setenv("WARDER_CONFIG_DIR", filepath.Join(dir, "config"))
-	t.Setenv("WARDER_TOKEN", "wt1.admin")
+	serveCLI(t, f, "wt1.admin")
 	return f
 }
 

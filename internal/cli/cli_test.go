@@ -83,17 +83,27 @@ func (f *fakeWarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func setup(t *testing.T) (*fakeWarder, string) {
 	t.Helper()
 	f := &fakeWarder{}
-	srv := httptest.NewTLSServer(f)
+	return f, serveCLI(t, f, "")
+}
+
+// serveCLI starts h as a TLS server and points the CLI at it: its address
+// and CA, a fresh configuration directory (returned) and token (the
+// WARDER_TOKEN; "" for none).
+func serveCLI(t *testing.T, h http.Handler, token string) string {
+	t.Helper()
+	srv := httptest.NewTLSServer(h)
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "config")
 	t.Setenv("WARDER_ADDR", srv.URL)
 	t.Setenv("WARDER_CACERT", ca)
 	t.Setenv("WARDER_CONFIG_DIR", cfg)
-	t.Setenv("WARDER_TOKEN", "")
-	return f, cfg
+	t.Setenv("WARDER_TOKEN", token)
+	return cfg
 }
 
 type out struct {

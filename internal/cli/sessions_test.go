@@ -2,11 +2,7 @@ package cli
 
 import (
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,15 +77,7 @@ func (f *sessionFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // session.
 func TestSessionShowFiles(t *testing.T) {
 	f := &sessionFake{}
-	srv := httptest.NewTLSServer(f)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
-	t.Setenv("WARDER_ADDR", srv.URL)
-	t.Setenv("WARDER_CACERT", ca)
-	t.Setenv("WARDER_CONFIG_DIR", filepath.Join(dir, "config"))
-	t.Setenv("WARDER_TOKEN", "wt1.alice.secret")
+	serveCLI(t, f, "wt1.alice.secret")
 
 	r := runCLI("", "session", "show", "s1")
 	if r.code != 0 {

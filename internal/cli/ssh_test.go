@@ -4,10 +4,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,16 +85,7 @@ func (f *sshFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // directory and no ssh-agent.
 func setupSSH(t *testing.T, f *sshFake) string {
 	t.Helper()
-	srv := httptest.NewTLSServer(f)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
-	cfg := filepath.Join(dir, "config")
-	t.Setenv("WARDER_ADDR", srv.URL)
-	t.Setenv("WARDER_CACERT", ca)
-	t.Setenv("WARDER_CONFIG_DIR", cfg)
-	t.Setenv("WARDER_TOKEN", "wt1.alice.secret")
+	cfg := serveCLI(t, f, "wt1.alice.secret")
 	t.Setenv("SSH_AUTH_SOCK", "")
 	return cfg
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -83,15 +82,7 @@ func (f *fakeVault) requests(key string) []vaultRequest {
 func setupVault(t *testing.T, answers map[string][]answer) *fakeVault {
 	t.Helper()
 	f := &fakeVault{answers: answers, seen: map[string]int{}}
-	srv := httptest.NewTLSServer(f)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
-	t.Setenv("WARDER_ADDR", srv.URL)
-	t.Setenv("WARDER_CACERT", ca)
-	t.Setenv("WARDER_CONFIG_DIR", filepath.Join(dir, "config"))
-	t.Setenv("WARDER_TOKEN", "wt1.admin")
+	serveCLI(t, f, "wt1.admin")
 	return f
 }
 

@@ -57,15 +57,7 @@ func (f walkFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func setupWalk(t *testing.T, f walkFake) {
 	t.Helper()
-	srv := httptest.NewTLSServer(f)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
-	t.Setenv("WARDER_ADDR", srv.URL)
-	t.Setenv("WARDER_CACERT", ca)
-	t.Setenv("WARDER_CONFIG_DIR", filepath.Join(dir, "config"))
-	t.Setenv("WARDER_TOKEN", "wt1.caller.credential")
+	serveCLI(t, f, "wt1.caller.credential")
 }
 
 // envOf parses the output of env(1).
