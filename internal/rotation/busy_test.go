@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -234,5 +235,51 @@ func TestInitializeTakenNotVerified(t *testing.T) {
 				t.Errorf("error %q says the account was not added", err)
 			}
 		})
+	}
+}
+
+// TestRotateWaitHoldsNoSlot: a Rotate waiting for another rotation of its
+// account holds no rotation slot: with one worker, a rotation of another
+// account runs meanwhile; the waiting one goes on once the account is
+// free.
+func TestRotateWaitHoldsNoSlot(t *testing.T) {
+	e := newEnv(t, testenv.SQLite(t), nil)
+	e.setup(t, true)
+	eng, err := New(Config{Vault: e.vault, Connectors: connector.Registry{"mem": e.mem}, Audit: e.audit,
+		Workers: 1, BusyWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := e.vault.ClaimRotation(e.ctx, "t1/app", "other-process", time.Minute); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := eng.Rotate(e.ctx, origin, "t1/app")
+		waiting <- err
+	}()
+	// Let the first Rotate reach its wait (were it to hold the only
+	// worker there, the next Rotate would wait for it: a minute).
+	time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	if res, err := eng.Rotate(ctx, origin, "t1/mgmt"); err != nil || res.Outcome != Rotated {
+		t.Fatalf("Rotate of another account while one waits = %+v, %v", res, err)
+	}
+	select {
+	case err := <-waiting:
+		t.Fatalf("the waiting Rotate ended while the account was claimed: %v", err)
+	default:
+	}
+	if err := e.vault.ReleaseRotation(e.ctx, "t1/app", "other-process"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waiting:
+		if err != nil {
+			t.Fatalf("the waiting Rotate after the account was freed: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting Rotate did not go on once the account was freed")
 	}
 }

@@ -73,16 +73,11 @@ func (e *Engine) rotateAccount(ctx context.Context, o audit.Origin, id string, w
 			e.reportFailure(ctx, j, res, err, wait)
 		}
 	}()
-	release, err := e.slot(ctx, j.tgt)
+	_, release, err := e.acquire(ctx, j.tgt, id, wait)
 	if err != nil {
 		return Result{Account: id}, err
 	}
 	defer release()
-	unclaim, err := e.claim(ctx, id, wait)
-	if err != nil {
-		return Result{Account: id}, err
-	}
-	defer unclaim()
 
 	if _, _, pending, err := e.vault.PendingCredential(ctx, id); err != nil {
 		return Result{Account: id}, err
@@ -117,16 +112,11 @@ func (e *Engine) Initialize(ctx context.Context, o audit.Origin, id string) (res
 			e.reportFailure(ctx, j, res, err, true)
 		}
 	}()
-	release, err := e.slot(ctx, j.tgt)
+	owner, release, err := e.acquire(ctx, j.tgt, id, true)
 	if err != nil {
 		return Result{Account: id}, err
 	}
 	defer release()
-	owner, unclaim, err := e.claimAs(ctx, id, true)
-	if err != nil {
-		return Result{Account: id}, err
-	}
-	defer unclaim()
 
 	if cur, err := e.current(ctx, id); err != nil {
 		return Result{Account: id}, err

@@ -207,6 +207,47 @@ func (e *Engine) claim(ctx context.Context, account string, wait bool) (release 
 	return release, err
 }
 
+// acquire takes the account's rotation claim and a rotation slot of its
+// target (slot), released together. Without wait it takes the slot first
+// and fails with ErrBusy at once when the account is claimed. With wait,
+// the wait for another rotation of the account comes first, holding no
+// slot, so that callers waiting on one busy account do not hold the
+// slots rotations of other accounts need; once the slot is had the claim
+// is renewed, since waiting for the slot may have outlasted it, and a
+// claim lost meanwhile is ErrBusy.
+func (e *Engine) acquire(ctx context.Context, tgt vault.Target, account string, wait bool) (owner string, release func(), err error) {
+	if !wait {
+		rel, err := e.slot(ctx, tgt)
+		if err != nil {
+			return "", nil, err
+		}
+		owner, unclaim, err := e.claimAs(ctx, account, false)
+		if err != nil {
+			rel()
+			return "", nil, err
+		}
+		return owner, func() { unclaim(); rel() }, nil
+	}
+	owner, unclaim, err := e.claimAs(ctx, account, true)
+	if err != nil {
+		return "", nil, err
+	}
+	rel, err := e.slot(ctx, tgt)
+	if err != nil {
+		unclaim()
+		return "", nil, err
+	}
+	if ok, err := e.vault.ClaimRotation(ctx, account, owner, e.cfg.ClaimTTL); !ok || err != nil {
+		rel()
+		unclaim()
+		if err == nil {
+			err = ErrBusy
+		}
+		return "", nil, err
+	}
+	return owner, func() { unclaim(); rel() }, nil
+}
+
 // claimAs is claim, also returning the claim's owner, which the vault
 // checks where an action is allowed only while the claim is held
 // (DiscardAccount).
