@@ -4,10 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	cedar "github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/types"
 	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
 
 	"github.com/warderhq/warder/internal/errkind"
@@ -214,4 +216,46 @@ func (a *Authorizer) loadGrants(ctx context.Context, cur, next *policySet) error
 		return fmt.Errorf("authz: read grant policies: %w", err)
 	}
 	return nil
+}
+
+// TemplateAccount returns the account on target that a role template
+// assigns: the template permits connect (alone, among others, or every
+// action) on exactly `resource == Account::"TARGET/ACCOUNT"`. Any other
+// template ("" included), such as one on `resource in Target::"TARGET"`,
+// assigns none: "".
+func TemplateAccount(template, target string) string {
+	// The slot does not parse; any principal does, and only the action
+	// and resource scopes are read.
+	text := strings.Replace(template, templateSlot, `User::"template"`, 1)
+	ps, err := cedar.NewPolicyListFromBytes("template", []byte(text))
+	if err != nil || len(ps) != 1 {
+		return ""
+	}
+	p := (*xast.Policy)(ps[0].AST())
+	if p.Effect != xast.EffectPermit {
+		return ""
+	}
+	connect := types.NewEntityUID("Action", ActionConnect)
+	switch a := p.Action.(type) {
+	case xast.ScopeTypeAll:
+	case xast.ScopeTypeEq:
+		if a.Entity != connect {
+			return ""
+		}
+	case xast.ScopeTypeInSet:
+		if !slices.Contains(a.Entities, connect) {
+			return ""
+		}
+	default:
+		return ""
+	}
+	res, ok := p.Resource.(xast.ScopeTypeEq)
+	if !ok || res.Entity.Type != TypeAccount {
+		return ""
+	}
+	account, ok := strings.CutPrefix(string(res.Entity.ID), target+"/")
+	if !ok || account == "" || strings.Contains(account, "/") {
+		return ""
+	}
+	return account
 }

@@ -217,3 +217,27 @@ func TestRevocationSeenByAnotherServer(t *testing.T) {
 	// Unlinking again does nothing.
 	a.unlink(t, "grant.g1")
 }
+
+func TestTemplateAccount(t *testing.T) {
+	for _, tc := range []struct {
+		name, template, want string
+	}{
+		{"connect", `permit(principal == ?principal, action == Action::"connect", resource == Account::"web1/ops");`, "ops"},
+		{"connect among others", `permit(principal == ?principal, action in [Action::"checkout", Action::"connect"], resource == Account::"web1/ops");`, "ops"},
+		{"every action", `permit(principal == ?principal, action, resource == Account::"web1/ops");`, "ops"},
+		{"group principal", `permit(principal in ?principal, action == Action::"connect", resource == Account::"web1/ops") when { context.mfa };`, "ops"},
+		{"checkout only", `permit(principal == ?principal, action == Action::"checkout", resource == Account::"web1/ops");`, ""},
+		{"the whole target", `permit(principal == ?principal, action == Action::"connect", resource in Target::"web1");`, ""},
+		{"another target", `permit(principal == ?principal, action == Action::"connect", resource == Account::"web10/ops");`, ""},
+		{"forbid", `forbid(principal == ?principal, action == Action::"connect", resource == Account::"web1/ops");`, ""},
+		{"two statements", `permit(principal == ?principal, action, resource == Account::"web1/a"); permit(principal, action, resource == Account::"web1/b");`, ""},
+		{"not cedar", `permit(`, ""},
+		{"empty", ``, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := TemplateAccount(tc.template, "web1"); got != tc.want {
+				t.Errorf("TemplateAccount = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -9,12 +9,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
-	cedar "github.com/cedar-policy/cedar-go"
-	"github.com/cedar-policy/cedar-go/types"
-	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/warderhq/warder/internal/access"
@@ -104,7 +100,7 @@ func (r sshResolver) DefaultAccount(ctx context.Context, p identity.Principal, t
 }
 
 // grantAccount returns the account on target that the role of p's live
-// grant names (see templateAccount), of the grant that expires last; ""
+// grant names (see authz.TemplateAccount), of the grant that expires last; ""
 // when no live grant of p names one.
 func (r sshResolver) grantAccount(ctx context.Context, p identity.Principal, target string) (string, error) {
 	if r.grants == nil {
@@ -128,53 +124,11 @@ func (r sshResolver) grantAccount(ctx context.Context, p identity.Principal, tar
 			}
 			tmpl, templates[g.Role] = role.Template, role.Template
 		}
-		if account := templateAccount(tmpl, target); account != "" {
+		if account := authz.TemplateAccount(tmpl, target); account != "" {
 			return account, nil
 		}
 	}
 	return "", nil
-}
-
-// templateAccount returns the account on target that a role template
-// assigns: the template permits connect (alone, among others, or every
-// action) on exactly `resource == Account::"TARGET/ACCOUNT"`. Any other
-// template ("" included), such as one on `resource in Target::"TARGET"`,
-// assigns none: "".
-func templateAccount(template, target string) string {
-	// The slot does not parse; any principal does, and only the action
-	// and resource scopes are read.
-	text := strings.Replace(template, "?principal", `User::"template"`, 1)
-	ps, err := cedar.NewPolicyListFromBytes("template", []byte(text))
-	if err != nil || len(ps) != 1 {
-		return ""
-	}
-	p := (*xast.Policy)(ps[0].AST())
-	if p.Effect != xast.EffectPermit {
-		return ""
-	}
-	connect := types.NewEntityUID("Action", authz.ActionConnect)
-	switch a := p.Action.(type) {
-	case xast.ScopeTypeAll:
-	case xast.ScopeTypeEq:
-		if a.Entity != connect {
-			return ""
-		}
-	case xast.ScopeTypeInSet:
-		if !slices.Contains(a.Entities, connect) {
-			return ""
-		}
-	default:
-		return ""
-	}
-	res, ok := p.Resource.(xast.ScopeTypeEq)
-	if !ok || res.Entity.Type != authz.TypeAccount {
-		return ""
-	}
-	account, ok := strings.CutPrefix(string(res.Entity.ID), target+"/")
-	if !ok || account == "" || strings.Contains(account, "/") {
-		return ""
-	}
-	return account
 }
 
 // Resolve checks the account out for p (without waiting) and returns its
