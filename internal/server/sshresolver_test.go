@@ -180,4 +180,3 @@ func TestSSHDefaultAccount(t *testing.T) {
 		})
 	}
 }
-
